@@ -1,0 +1,3 @@
+from iwae.cli import main
+
+raise SystemExit(main())

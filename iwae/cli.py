@@ -1,0 +1,246 @@
+"""`python -m iwae <verb>`: the command line the workflow calls. Thin: parse, then call.
+
+A user error prints one line naming the culprit and exits with status 2; a diverged run
+exits with 3; an interrupted run (SIGTERM/SIGINT) saves a checkpoint and exits with
+128 + the signal number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+
+from iwae import __version__
+from iwae.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not the usage block
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# --------------------------------------------------------------------------- verbs
+
+
+def cmd_fetch(args) -> int:
+    from iwae.sources import fetch
+
+    for path in fetch(args.dataset, Path(args.dest), args.mirror, timeout=args.timeout, retries=args.retries):
+        print(path)
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    from iwae.datasets import prepare
+
+    out = Path(args.out or f"results/data/{args.dataset}.npz")
+    meta = prepare(args.dataset, Path(args.raw), out)
+    print(f"{out}: {meta['splits']}")
+    return 0
+
+
+def _train_config(args):
+    from iwae.config import TrainConfig
+
+    values = {}
+    if args.config:
+        values.update(_read_config_file(Path(args.config)))
+    for f in dataclasses.fields(TrainConfig):
+        if hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return TrainConfig.from_dict(values)
+
+
+def _read_config_file(path: Path) -> dict:
+    import yaml
+
+    try:
+        values = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise UserError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: expected a mapping of training options")
+    return values
+
+
+def cmd_train(args) -> int:
+    from iwae.train import train
+
+    record = train(_train_config(args), Path(args.out), quiet=args.quiet)
+    print(f"{args.out}: {record['epochs']} epochs, final objective {record['objective_final']:.3f}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from iwae.evaluate import evaluate
+    from iwae.train import load_model_file
+
+    run = Path(args.run)
+    model = Path(args.model) if args.model else run / "model.pt"
+    data = args.data or load_model_file(model)["config"]["data"]
+    record = evaluate(
+        model,
+        Path(data),
+        Path(args.out) if args.out else run / "eval.json",
+        k=args.k,
+        test_points=args.test_points,
+        extra_k=args.extra_k,
+        train_points=args.train_points,
+        active_points=args.active_points,
+        seed=args.seed,
+        batch=args.batch,
+        chunk=args.chunk,
+        device=args.device,
+        threads=args.threads,
+        quiet=args.quiet,
+    )
+    t = record["test"]
+    print(
+        f"{run}: test NLL {t['nll']:.2f} +- {t['stderr'] or 0:.2f} (k={args.k}, {t['points']} points), "
+        f"active units {'+'.join(map(str, record['active_units']['per_layer']))}"
+    )
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from iwae.bench import bench, format_table
+    from iwae.files import write_json
+
+    report = bench(args.device, args.threads, args.seconds, args.repeats)
+    print(format_table(report))
+    if args.out:
+        write_json(args.out, report)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from iwae.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{f.metadata.get('help', '')} (default: {default})"
+        if kind is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+            continue
+        args = typing.get_args(kind)
+        if kind == list[int]:
+            parse = _int_list
+        elif type(None) in args:
+            parse = _optional(next(a for a in args if a is not type(None)))
+        else:
+            parse = kind
+        p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from iwae.datasets import DATASETS
+
+    parser = _Parser(prog="iwae", description="Importance Weighted Autoencoders, reproduced.")
+    parser.add_argument("--version", action="version", version=f"iwae {__version__}")
+    sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("fetch", help="download and verify a dataset's raw files")
+    p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("--dest", default="resources", help="directory for raw files (default: resources)")
+    p.add_argument(
+        "--mirror", help="local mirror directory or http(s) base URL tried first (default: $IWAE_DATA_MIRROR)"
+    )
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per network request (default: 60)")
+    p.add_argument("--retries", type=_positive_int, default=3, help="attempts per URL (default: 3)")
+    p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("prepare", help="verify raw files and write the dataset's splits (.npz)")
+    p.add_argument("dataset", choices=list(DATASETS))
+    p.add_argument("--raw", default="resources", help="directory of raw files (default: resources)")
+    p.add_argument("--out", help="output .npz (default: results/data/<dataset>.npz)")
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train (or resume) one run; defaults are the paper's protocol")
+    p.add_argument("--out", required=True, help="run directory (checkpoints, log, model.pt, train.json)")
+    p.add_argument("--config", help="YAML/JSON file of training options; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="k = 5000 test log-likelihood and active units of a trained run")
+    p.add_argument("--run", required=True, help="run directory holding model.pt")
+    p.add_argument("--model", help="model file (default: <run>/model.pt)")
+    p.add_argument("--data", help="prepared dataset (default: the one the run trained on)")
+    p.add_argument("--out", help="output record (default: <run>/eval.json)")
+    p.add_argument("--k", type=_positive_int, default=5000, help="importance samples per point (default: 5000)")
+    p.add_argument("--test-points", type=_positive_int, help="evaluate the first N test points (default: all)")
+    p.add_argument("--extra-k", type=_int_list, default=[], help="also report these bounds, e.g. 64")
+    p.add_argument("--train-points", type=int, default=0, help="also estimate L_k on the first N training points")
+    p.add_argument("--active-points", type=_positive_int, default=500, help="training points for active units")
+    p.add_argument("--seed", type=int, default=123, help="seed of the test binarisation and samples (default: 123)")
+    p.add_argument("--batch", type=_positive_int, default=20, help="points per pass (default: 20)")
+    p.add_argument("--chunk", type=_positive_int, help="samples per point per pass (default: by device)")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="training and evaluation speed (steps/s, points/s)")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads")
+    p.add_argument("--seconds", type=float, default=2.0, help="length of one timed trial (default: 2)")
+    p.add_argument("--repeats", type=_positive_int, default=5, help="trials per figure (default: 5)")
+    p.add_argument("--out", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from iwae.train import Diverged, Interrupted
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Diverged as e:
+        print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
+        return 3
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"{e}; checkpoint saved, run the same command again to resume", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

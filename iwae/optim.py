@@ -1,0 +1,91 @@
+"""Adam on a model's flat parameter buffer, ascending the objective.
+
+Two variants, selected by the `optimizer` option:
+
+- "adam" (the paper): Kingma & Ba's Adam with bias correction, beta1 0.9, beta2 0.999,
+  eps 1e-4 added to the bias-corrected root second moment. One fused kernel per step.
+- "adam-official": the update of the official Theano code (optimizers.py): the second
+  moment starts at ones, not zeros; the step uses the moments *before* the current gradient
+  (Theano's updates are simultaneous), so the first step moves nothing; the step size is
+  lr * sqrt(1 - beta2^t) / (1 - beta1^t) with t counted from 1. The official code also
+  ran with beta1 = 0.99, which is the separate `adam_beta1` option.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from iwae.errors import UserError
+
+VARIANTS = ("adam", "adam-official")
+
+
+class Adam:
+    def __init__(
+        self,
+        params: Tensor,
+        grads: Tensor,
+        lr: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-4,
+        variant: str = "adam",
+    ):
+        if variant not in VARIANTS:
+            raise UserError(f"optimizer: unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
+        self.params, self.grads = params, grads
+        self.lr, self.beta1, self.beta2, self.eps, self.variant = lr, beta1, beta2, eps, variant
+        self.m = torch.zeros_like(params)
+        self.v = torch.ones_like(params) if variant == "adam-official" else torch.zeros_like(params)
+        # the fused kernel keeps its step count in a tensor; `t` mirrors it on the host
+        self.t = 1 if variant == "adam-official" else 0
+        self._step_tensor = torch.zeros((), dtype=torch.float32, device=params.device)
+        self._fused = variant == "adam" and hasattr(torch, "_fused_adam_")
+
+    def step(self) -> None:
+        if self.variant == "adam-official":
+            self._official_step()
+        elif self._fused:
+            self._step_tensor += 1  # the kernel reads the step count, it does not advance it
+            torch._fused_adam_(
+                [self.params], [self.grads], [self.m], [self.v], [], [self._step_tensor],
+                lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
+                amsgrad=False, maximize=True,
+            )  # fmt: skip
+            self.t += 1
+        else:
+            self.reference_step()
+
+    def reference_step(self) -> None:
+        """Adam in plain tensor operations (the fused kernel's specification)."""
+        self.t += 1
+        self._step_tensor.fill_(self.t)
+        g = self.grads
+        self.m.lerp_(g, 1.0 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+        bias1 = 1.0 - self.beta1**self.t
+        bias2 = 1.0 - self.beta2**self.t
+        denom = (self.v.sqrt() / math.sqrt(bias2)).add_(self.eps)
+        self.params.addcdiv_(self.m, denom, value=self.lr / bias1)
+
+    def _official_step(self) -> None:
+        alpha = self.lr * math.sqrt(1.0 - self.beta2**self.t) / (1.0 - self.beta1**self.t)
+        self.params.addcdiv_(self.m, self.v.sqrt().add_(self.eps), value=alpha)
+        g = self.grads
+        self.m.mul_(self.beta1).add_(g, alpha=1.0 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+        self.t += 1
+
+    def state_dict(self) -> dict:
+        return {"variant": self.variant, "m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["variant"] != self.variant:
+            raise UserError(f"optimizer state is for {state['variant']!r}, not {self.variant!r}")
+        self.m.copy_(state["m"])
+        self.v.copy_(state["v"])
+        self.t = int(state["t"])
+        self._step_tensor.fill_(self.t)
