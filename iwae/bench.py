@@ -108,5 +108,7 @@ def format_table(report: dict) -> str:
         f"{'what':<6} {'layers':>6} {'k':>5} {'best':>10} {'median':>10}  unit",
     ]
     for r in report["results"]:
-        lines.append(f"{r['kind']:<6} {r['layers']:>6} {r['k']:>5} {r['best']:>10.1f} {r['median']:>10.1f}  {r['unit']}")
+        lines.append(
+            f"{r['kind']:<6} {r['layers']:>6} {r['k']:>5} {r['best']:>10.1f} {r['median']:>10.1f}  {r['unit']}"
+        )
     return "\n".join(lines)

@@ -298,7 +298,7 @@ def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
             arrays = {s: torch.as_tensor(z[s]).to(device=device, dtype=dtype) for s in ("train", "valid", "test")}
     except FileNotFoundError:
         raise UserError(f"{path}: no such prepared dataset; run `python -m iwae prepare` first") from None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a prepared dataset ({e})") from None
     return Data(meta=meta, **arrays)
 

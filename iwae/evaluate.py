@@ -127,7 +127,9 @@ def evaluate(
     model = IWAEModel.from_state(state["model"], dev)
     data = datasets.load(Path(data_path), dev)
     if data.meta["dataset"] != state["dataset"]:
-        raise UserError(f"{data_path}: dataset {data.meta['dataset']!r}, but {model_path} was trained on {state['dataset']!r}")
+        raise UserError(
+            f"{data_path}: dataset {data.meta['dataset']!r}, but {model_path} was trained on {state['dataset']!r}"
+        )
     gen = torch.Generator(device=dev).manual_seed(seed)
 
     def binary(x: Tensor) -> Tensor:

@@ -50,7 +50,7 @@ class Architecture:
     layers: tuple[StochasticLayer, ...]
 
     @classmethod
-    def parse(cls, spec: str | int) -> "Architecture":
+    def parse(cls, spec: str | int) -> Architecture:
         """`1` or `2` (the paper's), or e.g. "200-200-100/100-100-50": per stochastic layer,
         its hidden tanh units then its latent units, layers separated by "/"."""
         if isinstance(spec, int) or str(spec).isdigit():
@@ -172,8 +172,8 @@ class IWAEModel:
             return glorot_uniform(n_in, n_out, stream if scheme == "glorot" else np.random.RandomState(123))
 
         self.buffer.data.zero_()
-        for j, net in enumerate(self.encoders + self.decoders):
-            gaussian_head = net in self.encoders or net is not self.decoders[0]
+        for net in self.encoders + self.decoders:
+            gaussian_head = net is not self.decoders[0]  # all but the Bernoulli output
             for i, w in enumerate(net.weights):
                 n_in, n_out = w.shape
                 if i == len(net.weights) - 1 and gaussian_head:
@@ -297,9 +297,7 @@ class IWAEModel:
                 d_mu = a + (c - s) * eps / layer.sigma
                 d_rho = a_sigma_eps + c * eps_sq + s * (1.0 - eps_sq)
             if j == 0:  # the first encoder saw each point once: sum over the k samples
-                self.encoders[0].backward(
-                    layer.q_tape, torch.cat([d_mu.sum(0), d_rho.sum(0)], dim=1), input_grad=False
-                )
+                self.encoders[0].backward(layer.q_tape, torch.cat([d_mu.sum(0), d_rho.sum(0)], dim=1), input_grad=False)
             elif full:
                 adj[j - 1] += self.encoders[j].backward(layer.q_tape, torch.cat([d_mu, d_rho], 1))
             else:
@@ -353,8 +351,7 @@ class IWAEModel:
         return {"architecture": self.architecture.spec(), "input_dim": self.input_dim, "params": self.buffer.data.cpu()}
 
     @classmethod
-    def from_state(cls, state: dict, device="cpu") -> "IWAEModel":
+    def from_state(cls, state: dict, device="cpu") -> IWAEModel:
         model = cls(Architecture.parse(state["architecture"]), state["input_dim"], device)
         model.buffer.data.copy_(state["params"])
         return model
-

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -110,7 +110,7 @@ class Objective:
     param: float | int | None = None
 
     @classmethod
-    def parse(cls, spec: str) -> "Objective":
+    def parse(cls, spec: str) -> Objective:
         match = re.fullmatch(r"([a-z]+)(?:-([a-z])([0-9.e+-]+))?", str(spec))
         if not match or match.group(1) not in REGISTRY:
             raise UserError(

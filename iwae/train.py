@@ -199,7 +199,11 @@ def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool |
                     total = state["epoch_sum"].to(device)
                     seconds_before = state["epoch_seconds"]
                 else:
-                    perm = torch.randperm(n, generator=gen, device=device) if cfg.shuffle else torch.arange(n, device=device)
+                    perm = (
+                        torch.randperm(n, generator=gen, device=device)
+                        if cfg.shuffle
+                        else torch.arange(n, device=device)
+                    )
                     total = torch.zeros((), device=device, dtype=torch.float64)
                     seconds_before = 0.0
                 t0 = time.monotonic()
@@ -220,10 +224,16 @@ def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool |
                             stage,
                             epoch,
                             pos,
-                            {"perm": perm.cpu(), "epoch_sum": total.cpu(), "epoch_seconds": seconds_before + time.monotonic() - t0},
+                            {
+                                "perm": perm.cpu(),
+                                "epoch_sum": total.cpu(),
+                                "epoch_seconds": seconds_before + time.monotonic() - t0,
+                            },
                         )
                         if stop.requested:
-                            raise Interrupted(f"{run}: interrupted at stage {stage + 1}, epoch {epoch + 1}", stop.signum)
+                            raise Interrupted(
+                                f"{run}: interrupted at stage {stage + 1}, epoch {epoch + 1}", stop.signum
+                            )
                 mean = total.item() / (n_batches * batch)  # one host synchronisation per epoch
                 seconds = seconds_before + time.monotonic() - t0
                 if not math.isfinite(mean):
@@ -289,7 +299,9 @@ def _continue_from(path: str, model: IWAEModel, opt: Adam) -> None:
     """Start from a finished run's parameters and optimizer state (two-stage training)."""
     previous = load_model_file(Path(path))
     if previous["model"]["architecture"] != model.architecture.spec():
-        raise UserError(f"init_from: {path} has architecture {previous['model']['architecture']}, not {model.architecture.spec()}")
+        raise UserError(
+            f"init_from: {path} has architecture {previous['model']['architecture']}, not {model.architecture.spec()}"
+        )
     model.buffer.data.copy_(previous["model"]["params"])
     opt.load_state_dict(previous["optimizer"])
 

@@ -1,0 +1,173 @@
+"""Datasets: sources and fingerprints, parsers on the real files, splits, binarisation."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from iwae import datasets, sources
+from iwae.errors import UserError
+
+
+def test_fingerprints_of_mirror_files(raw_dir):
+    for name in ("mnist", "mnist-fixed", "omniglot-resized"):
+        for raw in sources.raw_files(name):
+            assert raw.verify(raw_dir / raw.name) is not None, raw.name
+
+
+def test_git_blob_fingerprint(raw_dir):
+    # the id `git hash-object` prints for the labels file (shared/data/SOURCES.md)
+    path = raw_dir / "mnist/train-labels-idx1-ubyte.gz"
+    assert sources.file_digest(path, "git-blob") == "707a576bb523304d5b674de436c0779d77b7d480"
+
+
+def _one_file_mirror(tmp_path, raw_dir, name: str, corrupt: bool = False, plain: bool = False):
+    mirror = tmp_path / "mirror"
+    target = mirror / name
+    target.parent.mkdir(parents=True)
+    if plain:  # a mirror holding the uncompressed original instead of the .gz
+        target = mirror / name.removesuffix(".gz")
+        with gzip.open(raw_dir / name) as f, open(target, "wb") as g:
+            shutil.copyfileobj(f, g)
+    else:
+        shutil.copyfile(raw_dir / name, target)
+    if corrupt:
+        data = bytearray(target.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        target.write_bytes(bytes(data))
+    return mirror
+
+
+def test_corrupt_file_is_rejected_with_every_source_and_nothing_left(tmp_path, raw_dir):
+    raw = sources.raw_files("mnist")[3]  # the small test-labels file
+    mirror = _one_file_mirror(tmp_path, raw_dir, raw.name, corrupt=True)
+    offline = sources.RawFile(raw.name, raw.fingerprints, ("http://127.0.0.1:9/nowhere.gz",))
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError) as err:
+        sources.fetch_file(offline, dest, str(mirror), timeout=2, retries=1, quiet=True)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "fingerprint mismatch" in message and str(mirror) in message and "127.0.0.1" in message
+    assert not any(p.is_file() for p in dest.rglob("*")), list(dest.rglob("*"))
+
+
+def test_corrupt_existing_copy_is_replaced(tmp_path, raw_dir):
+    raw = sources.raw_files("mnist")[3]
+    dest = tmp_path / "dest"
+    (dest / "mnist").mkdir(parents=True)
+    (dest / raw.name).write_bytes(b"not the file")
+    mirror = _one_file_mirror(tmp_path, raw_dir, raw.name)
+    path = sources.fetch_file(raw, dest, str(mirror), quiet=True)
+    assert raw.verify(path)
+
+
+def test_plain_amat_source_is_gzipped_and_verified(tmp_path, raw_dir):
+    raw = sources.raw_files("mnist-fixed")[1]  # valid split
+    mirror = _one_file_mirror(tmp_path, raw_dir, raw.name, plain=True)
+    path = sources.fetch_file(raw, tmp_path / "dest", str(mirror), quiet=True)
+    assert path.name.endswith(".amat.gz") and raw.verify(path)
+
+
+def test_mnist_official_split(prepared, raw_dir):
+    data = datasets.load(prepared["mnist"])
+    assert (data.train.shape, data.valid.shape, data.test.shape) == ((59600, 784), (400, 784), (10000, 784))
+    images = datasets.read_idx(raw_dir / "mnist/train-images-idx3-ubyte.gz", 2051).reshape(-1, 784)
+    # no shuffle: the validation set is the last 400 training images
+    np.testing.assert_array_equal(data.train[0].numpy(), images[0] / np.float32(255))
+    np.testing.assert_array_equal(data.valid[-1].numpy(), images[-1] / np.float32(255))
+    assert data.dynamic and data.meta["splits"] == {"train": 59600, "valid": 400, "test": 10000}
+    assert {s["file"] for s in data.meta["sources"]} >= {"mnist/train-images-idx3-ubyte.gz"}
+
+
+def test_mnist_fixed_binarization(prepared):
+    data = datasets.load(prepared["mnist-fixed"])
+    assert (data.train.shape[0], data.valid.shape[0], data.test.shape[0]) == (50000, 10000, 10000)
+    assert not data.dynamic
+    assert set(torch.unique(data.train).tolist()) == {0.0, 1.0}
+    assert abs(data.train.mean().item() - 0.1306) < 0.002  # MNIST ink density
+
+
+def test_omniglot_resized_split_and_images(prepared, raw_dir):
+    data = datasets.load(prepared["omniglot-resized"])
+    assert (data.train.shape[0], data.valid.shape[0], data.test.shape[0]) == (23000, 1345, 8115)
+    assert data.meta["label"] != "Omniglot"  # never presented as the paper's file
+    assert 0.0 <= data.train.min() and data.train.max() <= 1.0
+    assert 0.05 < data.train.mean() < 0.15  # ink is 1 on a 0 background
+
+
+def test_area_resize_averages_exact_areas():
+    """Each output pixel covers 3.75 x 3.75 source pixels, fractional edges weighted by area
+    (unlike PIL's BOX filter, which rounds the footprint to whole pixels)."""
+    r = datasets.area_resize_matrix()
+    np.testing.assert_allclose(r.sum(1), 1.0)  # a constant image stays constant
+    ramp = np.arange(105, dtype=np.float64)
+    np.testing.assert_allclose((r @ ramp)[0], (0 + 1 + 2 + 0.75 * 3) / 3.75)
+    img = (np.random.RandomState(0).rand(105, 105) < 0.3).astype(np.float64)
+    np.testing.assert_allclose((r @ img @ r.T).sum() * 3.75**2, img.sum())  # ink is conserved
+
+
+def test_chardata_fortran_order_and_shapes(tmp_path):
+    import scipy.io
+
+    rng = np.random.RandomState(0)
+    train = (rng.rand(30, 28, 28) < 0.2).astype(np.float64)
+    train[:, 0, :5] = 1.0  # an asymmetric mark: top-left horizontal bar
+    test = (rng.rand(7, 28, 28) < 0.2).astype(np.float64)
+    # MATLAB stores each image column-major in a column of the matrix
+    scipy.io.savemat(
+        tmp_path / "chardata.mat",
+        {"data": train.reshape(30, -1, order="F").T, "testdata": test.reshape(7, -1, order="F").T},
+    )
+    got_train, got_test = datasets.read_chardata(tmp_path / "chardata.mat", n_train=30, n_test=7)
+    np.testing.assert_array_equal(got_train.reshape(-1, 28, 28), train)
+    np.testing.assert_array_equal(got_test.reshape(-1, 28, 28), test)
+    with pytest.raises(UserError, match="'data' has shape"):
+        datasets.read_chardata(tmp_path / "chardata.mat")  # the paper's sizes are asserted
+
+
+def test_omniglot_shuffle_and_holdout_follow_official_seed():
+    train = np.arange(24345, dtype=np.float32)[:, None].repeat(784, 1)
+    kept, held = datasets._holdout(train, 1345, shuffle=True)
+    perm = np.random.RandomState(123).permutation(24345)
+    assert kept.shape[0] == 23000 and held.shape[0] == 1345
+    np.testing.assert_array_equal(held[:, 0], perm[-1345:])
+
+
+def test_corrupt_raw_file_is_rejected_by_prepare(tmp_path, raw_dir):
+    shutil.copytree(raw_dir / "mnist", tmp_path / "mnist")
+    (tmp_path / "mnist/t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8bgarbage")
+    out = tmp_path / "mnist.npz"
+    with pytest.raises(UserError, match="t10k-labels.*fingerprint mismatch"):
+        datasets.prepare("mnist", tmp_path, out)
+    assert not out.exists() and not list(tmp_path.glob(".mnist.npz*"))
+
+
+def test_idx_and_amat_parsers_reject_damaged_files(tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
+    with pytest.raises(UserError, match="bad.gz"):
+        datasets.read_idx(bad, 2051)
+    amat = tmp_path / "bad.amat"
+    amat.write_text("0 1 2\n")
+    with pytest.raises(UserError, match="bad.amat"):
+        datasets.read_amat(amat)
+
+
+def test_damaged_prepared_file_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(UserError, match="x.npz"):
+        datasets.load(bad)
+
+
+def test_dynamic_binarization_is_unbiased_and_binary():
+    g = torch.Generator().manual_seed(0)
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0]).repeat(20000, 1)
+    b = datasets.binarize(x, g)
+    assert set(torch.unique(b).tolist()) <= {0.0, 1.0}
+    torch.testing.assert_close(b.mean(0), torch.tensor([0.0, 0.25, 0.5, 1.0]), atol=0.01, rtol=0)
+    assert not torch.equal(datasets.binarize(x, g), b)  # fresh every call

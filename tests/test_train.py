@@ -1,0 +1,244 @@
+"""The training protocol: schedule, optimizer, resume after interruption, divergence, learning."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iwae import datasets
+from iwae.config import TrainConfig
+from iwae.evaluate import dataset_log_likelihood
+from iwae.model import Architecture, IWAEModel
+from iwae.optim import Adam
+from iwae.train import output_bias
+
+from conftest import ROOT, run_cli
+
+
+def test_paper_schedule():
+    cfg = TrainConfig(data="x.npz")
+    assert cfg.epochs_per_stage == [1, 3, 9, 27, 81, 243, 729, 2187] and cfg.total_epochs == 3280
+    lrs = [cfg.learning_rate(i) for i in range(8)]
+    np.testing.assert_allclose(lrs, [1e-3 * 10 ** (-i / 7) for i in range(8)])
+    assert lrs[0] == 1e-3 and math.isclose(lrs[-1], 1e-4)
+
+
+def test_official_rounded_learning_rates():
+    cfg = TrainConfig(data="x.npz", lr_rounding="official")
+    np.testing.assert_allclose(
+        [cfg.learning_rate(i) for i in range(8)], [1e-3, 7.2e-4, 5.2e-4, 3.7e-4, 2.7e-4, 1.9e-4, 1.4e-4, 1e-4]
+    )
+
+
+def test_paper_defaults():
+    cfg = TrainConfig(data="x.npz")
+    assert (cfg.batch_size, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps) == (20, 0.9, 0.999, 1e-4)
+    assert cfg.shuffle and cfg.optimizer == "adam" and cfg.init == "glorot"
+
+
+def test_fused_adam_matches_its_specification():
+    p = torch.randn(5000)
+    fused, plain = Adam(p.clone(), torch.zeros(5000)), Adam(p.clone(), torch.zeros(5000))
+    for _ in range(7):
+        g = torch.randn(5000)
+        fused.grads.copy_(g)
+        plain.grads.copy_(g)
+        fused.step()
+        plain.reference_step()
+    torch.testing.assert_close(fused.params, plain.params, rtol=1e-6, atol=1e-7)
+    assert fused.t == plain.t == 7
+    # and it ascends: the objective's gradient direction
+    up = Adam(torch.zeros(3), torch.ones(3))
+    up.step()
+    assert torch.all(up.params > 0)
+
+
+def test_official_adam_lags_one_step():
+    opt = Adam(torch.zeros(4), torch.ones(4), variant="adam-official", beta1=0.99)
+    assert torch.all(opt.v == 1)
+    opt.step()
+    assert torch.all(opt.params == 0)  # the first update uses the moments before the gradient
+    opt.step()
+    assert torch.all(opt.params > 0)
+
+
+def test_output_bias_is_logit_of_clipped_mean():
+    x = torch.tensor([[0.0, 1.0, 0.5], [0.0, 1.0, 0.3]])
+    np.testing.assert_allclose(
+        output_bias(x), np.log(np.array([1e-3, 1 - 1e-3, 0.4]) / (1 - np.array([1e-3, 1 - 1e-3, 0.4])))
+    )
+
+
+def test_first_encoder_runs_once_per_point():
+    model = IWAEModel(Architecture.parse("2"), 784)
+    model.initialize(0)
+    fp = model.forward(torch.zeros(3, 784), 7, torch.Generator().manual_seed(0))
+    assert fp.layers[0].q_tape[0].shape == (3, 784)  # the data, not 7 copies of it
+    assert fp.layers[1].q_tape[0].shape == (21, 100)  # above it, one row per sample
+    assert fp.log_w.shape == (7, 3)
+
+
+def test_official_init_repeats_equal_shaped_layers():
+    model = IWAEModel(Architecture.parse("1"), 784)
+    model.initialize(5, scheme="official")
+    enc, dec = model.encoders[0], model.decoders[0]
+    assert torch.equal(enc.weights[1], dec.weights[1])  # both 200 x 200, both RandomState(123)
+    w = enc.weights[2]
+    assert torch.equal(w[:, :50], w[:, 50:])  # mean and log-sigma maps start equal
+    other = IWAEModel(Architecture.parse("1"), 784)
+    other.initialize(5)
+    bound = math.sqrt(6 / (784 + 200))
+    assert other.encoders[0].weights[0].abs().max() <= bound
+    assert not torch.equal(other.encoders[0].weights[1], other.decoders[0].weights[1])
+
+
+# --------------------------------------------------------------------------- resume
+
+
+TRAIN_ARGS = [
+    "--layers", "2", "--objective", "iwae", "--k", "5", "--seed", "3",
+    "--epochs-per-stage", "3,5,8", "--train-subset", "400", "--threads", "1", "--quiet",
+]  # fmt: skip
+
+
+def _params(run: Path) -> torch.Tensor:
+    return torch.load(run / "model.pt", weights_only=True)["model"]["params"]
+
+
+def _objectives(run: Path) -> list[str]:
+    with open(run / "train_log.csv") as f:
+        return [row["objective"] for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def reference_run(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref"
+    result = run_cli("train", "--data", prepared["mnist"], *TRAIN_ARGS, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _start_and_stop(prepared, out: Path, sig: int) -> subprocess.Popen:
+    """Start a run that checkpoints every few steps; send `sig` once a checkpoint inside an
+    epoch exists."""
+    cmd = [sys.executable, "-m", "iwae", "train", "--data", str(prepared["mnist"]), *TRAIN_ARGS]
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(out), "--checkpoint-minutes", "0.0003"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(not p.name.endswith("-0000000.pt") for p in (out / "checkpoints").glob("ckpt-*.pt")):
+            break
+        time.sleep(0.005)
+    time.sleep(0.05)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+def test_killed_run_resumes_bit_identical(prepared, tmp_path, reference_run):
+    out = tmp_path / "cut"
+    for _ in range(2):  # killed twice, at different points
+        proc = _start_and_stop(prepared, out, signal.SIGKILL)
+        assert proc.returncode == -signal.SIGKILL
+        assert not (out / "model.pt").exists()
+    result = run_cli("train", "--data", prepared["mnist"], *TRAIN_ARGS, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(_params(out), _params(reference_run))
+    assert _objectives(out) == _objectives(reference_run)
+    assert json.loads((out / "train.json").read_text())["resumes"] >= 1
+
+
+def test_sigterm_checkpoints_and_resumes(prepared, tmp_path, reference_run):
+    out = tmp_path / "term"
+    proc = _start_and_stop(prepared, out, signal.SIGTERM)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    result = run_cli("train", "--data", prepared["mnist"], *TRAIN_ARGS, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(_params(out), _params(reference_run))
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(prepared, tmp_path, reference_run):
+    out = tmp_path / "other"
+    proc = _start_and_stop(prepared, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    args = [a if a != "3" else "4" for a in TRAIN_ARGS]  # another seed
+    result = run_cli("train", "--data", prepared["mnist"], *args, "--out", out)
+    assert result.returncode == 0
+    assert not torch.equal(_params(out), _params(reference_run))
+
+
+def test_corrupt_newest_checkpoint_falls_back(prepared, tmp_path, reference_run):
+    out = tmp_path / "corrupt"
+    proc = _start_and_stop(prepared, out, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    newest = sorted((out / "checkpoints").glob("ckpt-*.pt"))[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    result = run_cli("train", "--data", prepared["mnist"], *TRAIN_ARGS, "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert torch.equal(_params(out), _params(reference_run))
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _tiny_fixed_dataset(path: Path, bad_rows: slice) -> None:
+    """A fixed-binarisation dataset whose `bad_rows` hold infinite pixels: initialisation
+    stays finite (the mean image is clipped), training on those rows does not."""
+    rng = np.random.RandomState(0)
+    train = (rng.rand(40, 784) < 0.2).astype(np.float32)
+    train[bad_rows] = np.inf
+    meta = {"dataset": "mnist-fixed", "label": "test", "binarization": "fixed", "sources": [], "splits": {}}
+    np.savez(path, train=train, valid=train[:5], test=train[:5], meta=np.array(json.dumps(meta)))
+
+
+def test_non_finite_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path):
+    data = tmp_path / "bad.npz"
+    _tiny_fixed_dataset(data, slice(20, 40))  # the second minibatch of every epoch
+    out = tmp_path / "diverging"
+    result = run_cli(
+        "train", "--data", data, "--out", out, "--epochs-per-stage", "1", "--no-shuffle",
+        "--checkpoint-minutes", "0.000001", "--quiet",
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "diverging" in result.stderr and "stage 1, epoch 1" in result.stderr
+    assert not (out / "model.pt").exists()
+    kept = sorted((out / "checkpoints").glob("ckpt-*.pt"))
+    assert kept and torch.isfinite(torch.load(kept[-1], weights_only=True)["params"]).all()
+
+
+# --------------------------------------------------------------------------- learning
+
+
+def test_one_epoch_of_iwae_on_mnist_lowers_test_nll(prepared, tmp_path):
+    cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", objective="iwae", k=5, epochs_per_stage=[1], threads=2)
+    from iwae.train import train
+
+    train(cfg, tmp_path / "run", quiet=True)
+    data = datasets.load(prepared["mnist"])
+    g = torch.Generator().manual_seed(123)
+    x = datasets.binarize(data.test[:150], g)
+    before = IWAEModel(Architecture.parse("1"), 784)
+    before.initialize(cfg.seed, output_bias=output_bias(data.train))
+    after = IWAEModel.from_state(torch.load(tmp_path / "run/model.pt", weights_only=True)["model"])
+    nll_before = -dataset_log_likelihood(before, x, 5000, g).mean().item()
+    nll_after = -dataset_log_likelihood(after, x, 5000, g).mean().item()
+    assert nll_before > 180  # roughly independent pixels at the mean image
+    assert nll_after < 120 and nll_after < nll_before - 60, (nll_before, nll_after)
