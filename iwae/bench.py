@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from iwae import datasets
+from iwae import datasets, runtime
 from iwae.evaluate import dataset_log_likelihood, default_chunk
 from iwae.model import ARCHITECTURES, IWAEModel
 from iwae.objectives import Objective
@@ -21,21 +21,15 @@ from iwae.optim import Adam
 from iwae.provenance import environment, resolve_device
 
 
-def _timed(fn, seconds: float, repeats: int, sync) -> list[float]:
-    """Rates (calls or items per second) over `repeats` trials of about `seconds` each."""
-    fn()  # warm-up: allocator, kernels, caches
-    sync()
-    rates = []
-    for _ in range(repeats):
-        count, start = 0, time.perf_counter()
-        while True:
-            count += fn()
-            sync()
-            elapsed = time.perf_counter() - start
-            if elapsed >= seconds:
-                break
-        rates.append(count / elapsed)
-    return rates
+def _trial(fn, seconds: float, sync) -> float:
+    """Items per second over one trial of about `seconds`."""
+    count, start = 0, time.perf_counter()
+    while True:
+        count += fn()
+        sync()
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count / elapsed
 
 
 def _train_steps(layers: int, k: int, device, batch: int = 20, steps: int = 10):
@@ -73,17 +67,23 @@ def _eval_points(layers: int, device, k: int = 5000, points: int = 20):
 
 def bench(device: str = "auto", threads: int | None = None, seconds: float = 2.0, repeats: int = 5) -> dict:
     dev = resolve_device(device)
-    if threads:
-        torch.set_num_threads(threads)
+    runtime.setup(dev, threads)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    results = []
-    for layers in (1, 2):
-        for k in (1, 5, 50):
-            rates = _timed(_train_steps(layers, k, dev), seconds, repeats, sync)
-            results.append(_row("train", layers, k, rates, per_step=20))
-    for layers in (1, 2):
-        rates = _timed(_eval_points(layers, dev), seconds, repeats, sync)
-        results.append(_row("eval", layers, 5000, rates))
+    cases = [("train", layers, k, _train_steps(layers, k, dev)) for layers in (1, 2) for k in (1, 5, 50)]
+    cases += [("eval", layers, 5000, _eval_points(layers, dev)) for layers in (1, 2)]
+    for *_, fn in cases:  # warm-up: allocator, kernels, caches
+        fn()
+        sync()
+    # rounds of one trial per case, so that a slow spell on a shared machine is spread
+    # over all figures instead of spoiling one
+    rates = [[] for _ in cases]
+    for _ in range(repeats):
+        for i, (*_, fn) in enumerate(cases):
+            rates[i].append(_trial(fn, seconds, sync))
+    results = [
+        _row(kind, layers, k, r, per_step=20 if kind == "train" else None)
+        for (kind, layers, k, _), r in zip(cases, rates)
+    ]
     return {"results": results, "seconds": seconds, "repeats": repeats, "environment": environment(dev)}
 
 

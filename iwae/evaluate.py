@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from iwae import datasets
+from iwae import datasets, runtime
 from iwae.errors import UserError
 from iwae.files import write_json
 from iwae.model import IWAEModel
@@ -121,8 +121,7 @@ def evaluate(
     started = time.monotonic()
     dev = resolve_device(device)
     chunk = chunk or default_chunk(dev, batch)
-    if threads:
-        torch.set_num_threads(threads)
+    runtime.setup(dev, threads)
     state = load_model_file(Path(model_path))
     model = IWAEModel.from_state(state["model"], dev)
     data = datasets.load(Path(data_path), dev)

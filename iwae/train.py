@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iwae import datasets
+from iwae import datasets, runtime
 from iwae.config import TrainConfig
 from iwae.errors import UserError
 from iwae.files import atomic_path, write_json, write_text
@@ -119,8 +119,7 @@ def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool |
     run = out_dir.name
     say = _say(quiet)
     device = resolve_device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    runtime.setup(device, cfg.threads)
     data = datasets.load(Path(cfg.data), device)
     train_x = data.train
     if cfg.train_subset is not None:
