@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 from iwae import __version__
-from iwae.errors import UserError
+from iwae.errors import Diverged, Interrupted, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +53,10 @@ def _optional(kind):
 def cmd_fetch(args) -> int:
     from iwae.sources import fetch
 
-    for path in fetch(args.dataset, Path(args.dest), args.mirror, timeout=args.timeout, retries=args.retries):
+    paths = fetch(
+        args.dataset, Path(args.dest), args.mirror, only=args.only, timeout=args.timeout, retries=args.retries
+    )
+    for path in paths:
         print(path)
     return 0
 
@@ -143,6 +146,31 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from iwae.report import build, figures
+
+    if args.part == "table":
+        build.table(args.experiment, args.kind, args.layout, args.evals, Path(args.out_dir))
+    elif args.part == "figure":
+        if args.kind == "samples":
+            if not (args.model and args.data):
+                raise UserError("report figure samples: --model and --data are required")
+            figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
+        else:
+            if not args.evals:
+                raise UserError(f"report figure {args.kind}: --evals is required")
+            build.figure(args.kind, args.evals, Path(args.out_stem))
+    elif args.part == "summary":
+        build.summary(args.evals, Path(args.out_csv), Path(args.out_md))
+    elif args.part == "document":
+        build.report_document(args.tables, args.figures, Path(args.out))
+    elif args.part == "pdf":
+        from iwae.report.document import compile_pdf
+
+        compile_pdf(Path(args.tex), Path(args.out))
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -169,7 +197,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from iwae.datasets import DATASETS
+    from iwae.sources import RAW_FILES as DATASETS
 
     parser = _Parser(prog="iwae", description="Importance Weighted Autoencoders, reproduced.")
     parser.add_argument("--version", action="version", version=f"iwae {__version__}")
@@ -183,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per network request (default: 60)")
     p.add_argument("--retries", type=_positive_int, default=3, help="attempts per URL (default: 3)")
+    p.add_argument(
+        "--only", help="fetch only this raw file (its name under --dest, e.g. mnist/t10k-labels-idx1-ubyte.gz)"
+    )
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("prepare", help="verify raw files and write the dataset's splits (.npz)")
@@ -223,12 +254,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=_positive_int, default=5, help="trials per figure (default: 5)")
     p.add_argument("--out", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="tables, figures and the report document from finished runs")
+    parts = p.add_subparsers(dest="part", required=True, parser_class=_Parser)
+    q = parts.add_parser("table", help="an experiment's paper-style table and its comparison with the paper")
+    q.add_argument("--experiment", required=True)
+    q.add_argument("--kind", choices=["grid", "two-stage"], default="grid")
+    q.add_argument("--layout", choices=["nll-au", "bounds"], default="nll-au")
+    q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
+    q.add_argument("--out-dir", default="results/tables")
+    q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
+    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples"])
+    q.add_argument("--evals", nargs="+", type=Path, help="eval.json records (curves, variances, nll-vs-k)")
+    q.add_argument("--model", help="model.pt (samples)")
+    q.add_argument("--data", help="prepared dataset (samples)")
+    q.add_argument("--out-stem", required=True, help="output path without extension")
+    q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
+    q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")
+    q.add_argument("--evals", nargs="+", type=Path, required=True)
+    q.add_argument("--out-csv", default="results/tables/summary.csv")
+    q.add_argument("--out-md", default="results/tables/summary.md")
+    q = parts.add_parser("document", help="report.tex gathering tables and figures (and its PDF)")
+    q.add_argument("--tables", nargs="+", type=Path, required=True)
+    q.add_argument("--figures", nargs="*", type=Path, default=[])
+    q.add_argument("--out", default="results/report.tex")
+    q = parts.add_parser("pdf", help="compile a LaTeX document with pdflatex or tectonic")
+    q.add_argument("--tex", default="results/report.tex")
+    q.add_argument("--out", default="results/report.pdf")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from iwae.train import Diverged, Interrupted
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

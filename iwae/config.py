@@ -14,10 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from iwae.architecture import Architecture
 from iwae.errors import UserError
-from iwae.model import Architecture
-from iwae.objectives import Objective
-from iwae.optim import VARIANTS as OPTIMIZERS
 
 PAPER_EPOCHS = [3**i for i in range(8)]  # 1, 3, ..., 2187: 3,280 epochs in 8 stages
 
@@ -70,6 +68,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        from iwae.objectives import Objective  # imports PyTorch: only when a run is configured
+        from iwae.optim import VARIANTS as OPTIMIZERS
+
         def need(ok: bool, key: str, why: str):
             if not ok:
                 raise UserError(f"{key}: {getattr(self, key)!r} {why}")

@@ -270,12 +270,23 @@ def prepare(dataset: str, raw_dir: Path, out: Path) -> dict:
         "sources": sources,
         "iwae_version": __version__,
     }
+    arrays, meta["scale"] = _encode(splits)
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
-            np.savez_compressed(
-                f, train=splits.train, valid=splits.valid, test=splits.test, meta=np.array(json.dumps(meta))
-            )
+            np.savez_compressed(f, **arrays, meta=np.array(json.dumps(meta)))
     return meta
+
+
+def _encode(splits: Splits) -> tuple[dict[str, np.ndarray], int | None]:
+    """uint8 codes and their denominator when every value is exactly code / scale (MNIST's
+    grey levels n/255, binary images, and 3.75x3.75 area averages of binary images, n/225);
+    float32 otherwise. Four times smaller on disk and several times faster to load."""
+    parts = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+    for scale in (1, 255, 225):
+        codes = {k: np.rint(v.astype(np.float64) * scale) for k, v in parts.items()}
+        if all(np.allclose(codes[k] / scale, v, rtol=0, atol=1e-6) for k, v in parts.items()):
+            return {k: c.astype(np.uint8) for k, c in codes.items()}, scale
+    return {k: v.astype(np.float32) for k, v in parts.items()}, None
 
 
 @dataclass
@@ -295,12 +306,17 @@ def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
     try:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
-            arrays = {s: torch.as_tensor(z[s]).to(device=device, dtype=dtype) for s in ("train", "valid", "test")}
+            arrays = {s: _decode(z[s], meta.get("scale"), device, dtype) for s in ("train", "valid", "test")}
     except FileNotFoundError:
         raise UserError(f"{path}: no such prepared dataset; run `python -m iwae prepare` first") from None
     except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a prepared dataset ({e})") from None
     return Data(meta=meta, **arrays)
+
+
+def _decode(array: np.ndarray, scale: int | None, device, dtype) -> Tensor:
+    x = torch.from_numpy(array).to(device=device)
+    return x.to(dtype) / scale if scale else x.to(dtype)
 
 
 def binarize(x: Tensor, generator: torch.Generator | None) -> Tensor:

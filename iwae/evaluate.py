@@ -2,7 +2,8 @@
 
 log p(x) is estimated by L_k = log (1/k) sum_i w_i, the samples drawn in chunks of bounded
 size and combined by log-sum-exp in float64, so chunking changes memory use, not the value.
-The test set is binarised once with a fixed, recorded seed (as the official code).
+The test set is binarised once with a fixed, recorded seed (as the official code), from a
+CPU random stream so that it is the same test set on every device and for every run.
 
 A latent unit u is active if Cov_x(E_q[u | x]) > 0.01 (Burda et al., section 5.2), computed
 on the first 500 training points as in the official code; for a layer above the first, the
@@ -129,14 +130,17 @@ def evaluate(
         raise UserError(
             f"{data_path}: dataset {data.meta['dataset']!r}, but {model_path} was trained on {state['dataset']!r}"
         )
+    # binarisations come from a CPU stream, so the test set is the same on every device;
+    # the samples come from a stream on the device
+    bits = torch.Generator().manual_seed(seed)
     gen = torch.Generator(device=dev).manual_seed(seed)
 
     def binary(x: Tensor) -> Tensor:
-        return datasets.binarize(x, gen) if data.dynamic else x
+        return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic else x
 
     n_test = data.test.shape[0] if test_points is None else min(test_points, data.test.shape[0])
-    x_test = binary(data.test[:n_test])  # binarised once, before any sample is drawn
-    bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=None if not quiet else False)
+    x_test = binary(data.test[:n_test])  # binarised once, the same for every run
+    bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=False if quiet else None)
     ll = dataset_log_likelihood(model, x_test, k, gen, batch, chunk, bar)
     bar.close()
     record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": seed, "test": _summary(ll)}

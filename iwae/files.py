@@ -19,11 +19,11 @@ from typing import Any
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; on success rename it to `path`, on error delete it.
 
-    `suffix` keeps an extension for libraries that infer the format from it (numpy, matplotlib).
+    `suffix` ends the temporary name, for libraries that infer a format from it (matplotlib).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".part", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:

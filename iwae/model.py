@@ -2,8 +2,8 @@
 
 Stochastic layers are diagonal Gaussians whose mean is a linear map and whose standard
 deviation is exp(linear map) of a tanh network's output, as in the official code; the
-observation layer is Bernoulli on logits. Any number of stochastic layers is supported;
-`ARCHITECTURES` holds the paper's two.
+observation layer is Bernoulli on logits. Any number of stochastic layers is supported
+(`iwae.architecture`).
 
 `IWAEModel.forward` returns the (k, batch) log importance weights
     log w_i = log p(x, h_i) - log q(h_i | x),   h_i ~ q(h | x),
@@ -23,7 +23,6 @@ autograd in the tests.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,66 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from iwae.architecture import ARCHITECTURES, Architecture  # noqa: F401 (re-exported)
 from iwae.errors import UserError
 from iwae.nets import ParameterBuffer, TanhMLP, glorot_uniform
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
-
-
-@dataclass(frozen=True)
-class StochasticLayer:
-    hidden: tuple[int, ...]  # tanh units of the network that maps the layer below to this one
-    latent: int  # Gaussian units
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Stochastic layers from the data upwards; decoders mirror the encoders."""
-
-    layers: tuple[StochasticLayer, ...]
-
-    @classmethod
-    def parse(cls, spec: str | int) -> Architecture:
-        """`1` or `2` (the paper's), or e.g. "200-200-100/100-100-50": per stochastic layer,
-        its hidden tanh units then its latent units, layers separated by "/"."""
-        if isinstance(spec, int) or str(spec).isdigit():
-            if int(spec) not in ARCHITECTURES:
-                raise UserError(
-                    f"layers: {spec} is not one of the paper's architectures "
-                    f"{sorted(ARCHITECTURES)}; give an explicit spec such as '200-200-50'"
-                )
-            return ARCHITECTURES[int(spec)]
-        if not re.fullmatch(r"\d+(-\d+)*(/\d+(-\d+)*)*", str(spec)):
-            raise UserError(
-                f"architecture {spec!r}: expected sizes like '200-200-100/100-100-50' "
-                "(hidden units then latent units per stochastic layer, '/' between layers)"
-            )
-        layers = []
-        for part in str(spec).split("/"):
-            sizes = [int(s) for s in part.split("-")]
-            if min(sizes) < 1:
-                raise UserError(f"architecture {spec!r}: layer sizes must be positive")
-            layers.append(StochasticLayer(tuple(sizes[:-1]), sizes[-1]))
-        return cls(tuple(layers))
-
-    def spec(self) -> str:
-        return "/".join("-".join(map(str, (*layer.hidden, layer.latent))) for layer in self.layers)
-
-    @property
-    def n_stochastic(self) -> int:
-        return len(self.layers)
-
-    @property
-    def latent_sizes(self) -> list[int]:
-        return [layer.latent for layer in self.layers]
-
-
-ARCHITECTURES = {
-    1: Architecture((StochasticLayer((200, 200), 50),)),  # 784-200-200-50
-    2: Architecture(  # 784-200-200-100-100-100-50
-        (StochasticLayer((200, 200), 100), StochasticLayer((100, 100), 50))
-    ),
-}
 
 
 @dataclass

@@ -7,9 +7,6 @@ import platform
 import subprocess
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from iwae import __version__
 
 
@@ -35,7 +32,9 @@ def git_revision() -> dict:
         return {"revision": "unknown", "dirty": None}
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto"):
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -46,7 +45,9 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     model = platform.processor() or platform.machine()
@@ -60,7 +61,10 @@ def device_name(device: torch.device) -> str:
     return f"{model} ({os.cpu_count()} logical CPUs)"
 
 
-def environment(device: torch.device) -> dict:
+def environment(device) -> dict:
+    import numpy as np
+    import torch
+
     return {
         "iwae": __version__,
         "python": platform.python_version(),

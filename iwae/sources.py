@@ -273,7 +273,10 @@ def raw_files(dataset: str) -> tuple[RawFile, ...]:
     return RAW_FILES[dataset]
 
 
-def fetch(dataset: str, dest_dir: Path, mirror: str | None = None, **kwargs) -> list[Path]:
-    """Fetch and verify every raw file of `dataset` into `dest_dir`."""
+def fetch(dataset: str, dest_dir: Path, mirror: str | None = None, only: str | None = None, **kwargs) -> list[Path]:
+    """Fetch and verify every raw file of `dataset` (or just the one named `only`)."""
     mirror = mirror_from_env(mirror)
-    return [fetch_file(raw, Path(dest_dir), mirror, **kwargs) for raw in raw_files(dataset)]
+    chosen = [raw for raw in raw_files(dataset) if only is None or raw.name == only]
+    if not chosen:
+        raise UserError(f"{only}: not a raw file of {dataset} ({', '.join(r.name for r in raw_files(dataset))})")
+    return [fetch_file(raw, Path(dest_dir), mirror, **kwargs) for raw in chosen]

@@ -30,7 +30,7 @@ import torch
 
 from iwae import datasets, runtime
 from iwae.config import TrainConfig
-from iwae.errors import UserError
+from iwae.errors import Diverged, Interrupted, UserError
 from iwae.files import atomic_path, write_json, write_text
 from iwae.model import Architecture, IWAEModel
 from iwae.objectives import Objective
@@ -42,18 +42,6 @@ from iwae.sources import file_digest
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
 LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s"]
-
-
-class Diverged(UserError):
-    """A non-finite objective or parameter; the last good checkpoint is kept."""
-
-
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: a checkpoint was written, the run can be resumed."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 @dataclass
@@ -115,183 +103,209 @@ def _say(quiet: bool):
 
 def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool | None = None) -> dict:
     """Run (or resume) one training run; return its record (also written to train.json)."""
-    out_dir = Path(out_dir)
-    run = out_dir.name
-    say = _say(quiet)
-    device = resolve_device(cfg.device)
-    runtime.setup(device, cfg.threads)
-    data = datasets.load(Path(cfg.data), device)
-    train_x = data.train
-    if cfg.train_subset is not None:
-        if cfg.train_subset > train_x.shape[0]:
-            raise UserError(f"train_subset: {cfg.train_subset} exceeds the {train_x.shape[0]} training points")
-        train_x = train_x[: cfg.train_subset]
-    n, batch = train_x.shape[0], cfg.batch_size
-    n_batches = n // batch  # as the official code: an incomplete last batch is dropped
-    if n_batches == 0:
-        raise UserError(f"batch_size: {batch} exceeds the {n} training points")
-    objective = Objective.parse(cfg.objective)
-    model = IWAEModel(Architecture.parse(cfg.layers), train_x.shape[1], device)
-    opt = Adam(
-        model.buffer.data, model.buffer.grad, cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer
-    )
-    gen = torch.Generator(device=device)
+    return Trainer(cfg, Path(out_dir), quiet, progress).run()
 
-    lineage = list(data.meta["sources"])
-    if cfg.init_from:
-        lineage.append({"init_from": file_digest(Path(cfg.init_from), "sha256")})
-    store = CheckpointStore(out_dir / "checkpoints", cfg.fingerprint(lineage))
-    state = store.latest(say)
-    if state is not None:
-        model.buffer.data.copy_(state["params"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        pos = Position(**state["position"])
-        log, elapsed, resumes = state["log"], state["elapsed"], state["resumes"] + 1
-        say(f"{run}: resuming from {state['path'].name} (stage {pos.stage + 1}, epoch {pos.epoch + 1})")
-    else:
-        gen.manual_seed(cfg.seed)
-        if cfg.init_from:
-            _continue_from(cfg.init_from, model, opt)
+
+class Trainer:
+    """One run: its data, model, optimizer, random stream, checkpoints and position."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: Path, quiet: bool, progress: bool | None):
+        self.cfg, self.out_dir, self.run_name = cfg, out_dir, out_dir.name
+        self.say = _say(quiet)
+        self.quiet = quiet
+        self.device = resolve_device(cfg.device)
+        runtime.setup(self.device, cfg.threads)
+        self.data = datasets.load(Path(cfg.data), self.device)
+        self.x = self.data.train
+        if cfg.train_subset is not None:
+            if cfg.train_subset > self.x.shape[0]:
+                raise UserError(f"train_subset: {cfg.train_subset} exceeds the {self.x.shape[0]} training points")
+            self.x = self.x[: cfg.train_subset]
+        self.n_batches = self.x.shape[0] // cfg.batch_size  # as the official code: no last partial batch
+        if self.n_batches == 0:
+            raise UserError(f"batch_size: {cfg.batch_size} exceeds the {self.x.shape[0]} training points")
+        self.objective = Objective.parse(cfg.objective)
+        self.model = IWAEModel(Architecture.parse(cfg.layers), self.x.shape[1], self.device)
+        self.opt = Adam(
+            self.model.buffer.data, self.model.buffer.grad,
+            cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer,
+        )  # fmt: skip
+        self.gen = torch.Generator(device=self.device)
+        lineage = list(self.data.meta["sources"])
+        if cfg.init_from:  # a second stage belongs to its first stage's exact parameters
+            lineage.append({"init_from": file_digest(Path(cfg.init_from), "sha256")})
+        self.store = CheckpointStore(out_dir / "checkpoints", cfg.fingerprint(lineage))
+        self.stop = _StopRequest()
+        self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
+
+    # ---------------------------------------------------------------- state
+
+    def restore_or_initialize(self) -> dict | None:
+        """Load the newest valid checkpoint, or initialise; return the checkpoint (or None)."""
+        state = self.store.latest(self.say)
+        if state is not None:
+            self.model.buffer.data.copy_(state["params"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["generator"])
+            self.pos = Position(**state["position"])
+            self.log, self.elapsed, self.resumes = state["log"], state["elapsed"], state["resumes"] + 1
+            self.say(
+                f"{self.run_name}: resuming from {state['path'].name} (stage {self.pos.stage + 1}, epoch {self.pos.epoch + 1})"
+            )
+            return state
+        self.gen.manual_seed(self.cfg.seed)
+        if self.cfg.init_from:
+            _continue_from(self.cfg.init_from, self.model, self.opt)
         else:
-            model.initialize(cfg.seed, cfg.init, output_bias(train_x))
-        pos, log, elapsed, resumes = Position(), [], 0.0, 0
+            self.model.initialize(self.cfg.seed, self.cfg.init, output_bias(self.x))
+        self.pos, self.log, self.elapsed, self.resumes = Position(), [], 0.0, 0
+        return None
 
-    stop = _StopRequest()
-    session_start = last_checkpoint = time.monotonic()
-    bar = Progress(cfg.total_epochs, run, enabled=None if progress is None else progress)
-    done_epochs = sum(cfg.epochs_per_stage[: pos.stage]) + pos.epoch
+    def checkpoint(self, where: tuple[int, int], next_pos: Position, extra: dict | None = None) -> None:
+        """Save everything needed to continue at `next_pos`; `where` (stage, epoch) names the
+        place in an error message."""
+        if not bool(torch.isfinite(self.model.buffer.data).all()):
+            raise self.diverged("parameters", *where)
+        state = {
+            "position": vars(next_pos),
+            "params": self.model.buffer.data.cpu().clone(),
+            "optimizer": _on_cpu(self.opt.state_dict()),
+            "generator": self.gen.get_state(),
+            "log": self.log,
+            "elapsed": self.elapsed + time.monotonic() - self.session_start,
+            "resumes": self.resumes,
+            **(extra or {}),
+        }
+        self.store.save(state, self.done_epochs, next_pos.step)  # names sort in training order
+        self.last_checkpoint = time.monotonic()
 
-    def checkpoint(stage: int, epoch: int, next_pos: Position, extra: dict | None = None):
-        """Save the state before `next_pos`; (stage, epoch) only name the place in errors."""
-        nonlocal last_checkpoint
-        if not bool(torch.isfinite(model.buffer.data).all()):
-            raise Diverged(f"run {run}: non-finite parameters at stage {stage + 1}, epoch {epoch + 1}")
-        store.save(
-            {
-                "position": vars(next_pos),
-                "params": model.buffer.data.cpu().clone(),
-                "optimizer": {k: v.cpu() if torch.is_tensor(v) else v for k, v in opt.state_dict().items()},
-                "generator": gen.get_state(),
-                "log": log,
-                "elapsed": elapsed + time.monotonic() - session_start,
-                "resumes": resumes,
-                **(extra or {}),
-            },
-            done_epochs,  # with the step, names sort in training order
-            next_pos.step,
-        )
-        last_checkpoint = time.monotonic()
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_checkpoint > self.cfg.checkpoint_minutes * 60
 
-    def checkpoint_due() -> bool:
-        return time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60
+    def diverged(self, what: str, stage: int, epoch: int) -> Diverged:
+        return Diverged(f"run {self.run_name}: non-finite {what} at stage {stage + 1}, epoch {epoch + 1}")
 
-    try:
-        stop.install()
-        for stage in range(pos.stage, len(cfg.epochs_per_stage)):
-            lr = cfg.learning_rate(stage)
-            opt.lr = lr
-            for epoch in range(pos.epoch if stage == pos.stage else 0, cfg.epochs_per_stage[stage]):
-                pos = Position(stage, epoch, pos.step if (stage, epoch) == (pos.stage, pos.epoch) else 0)
-                if pos.step > 0:  # resuming inside an epoch
-                    perm = state["perm"].to(device)
-                    total = state["epoch_sum"].to(device)
-                    seconds_before = state["epoch_seconds"]
-                else:
-                    perm = (
-                        torch.randperm(n, generator=gen, device=device)
-                        if cfg.shuffle
-                        else torch.arange(n, device=device)
+    def interrupted(self, stage: int, epoch: int) -> Interrupted:
+        return Interrupted(f"{self.run_name}: interrupted at stage {stage + 1}, epoch {epoch + 1}", self.stop.signum)
+
+    # ---------------------------------------------------------------- loop
+
+    def run(self) -> dict:
+        resumed = self.restore_or_initialize()
+        self.session_start = self.last_checkpoint = time.monotonic()
+        self.done_epochs = sum(self.cfg.epochs_per_stage[: self.pos.stage]) + self.pos.epoch
+        stages = self.cfg.epochs_per_stage
+        try:
+            self.stop.install()
+            for stage in range(self.pos.stage, len(stages)):
+                self.opt.lr = self.cfg.learning_rate(stage)
+                for epoch in range(self.pos.epoch if stage == self.pos.stage else 0, stages[stage]):
+                    # only the restored position can lie inside an epoch
+                    self.epoch(stage, epoch, resumed if self.pos.step > 0 else None)
+                    last = epoch + 1 == stages[stage]
+                    self.pos = Position(stage + 1, 0, 0) if last else Position(stage, epoch + 1, 0)
+                    if last or self.checkpoint_due() or self.stop.requested:
+                        self.checkpoint((stage, epoch), self.pos)
+                        if self.stop.requested:
+                            raise self.interrupted(stage, epoch)
+                if not self.bar.enabled:
+                    self.say(
+                        f"{self.run_name}: stage {stage + 1}/{len(stages)} done, objective {self.log[-1]['objective']:.3f}"
                     )
-                    total = torch.zeros((), device=device, dtype=torch.float64)
-                    seconds_before = 0.0
-                t0 = time.monotonic()
-                for step in range(pos.step, n_batches):
-                    x = torch.index_select(train_x, 0, perm[step * batch : (step + 1) * batch])
-                    if data.dynamic:
-                        x = datasets.binarize(x, gen)
-                    fp = model.forward(x, cfg.k, gen)
-                    estimate = objective(fp.log_w)
-                    model.backward(fp, estimate.coefficients)
-                    opt.step()
-                    total += estimate.bound.sum()
-                    if stop.requested or (step + 1 < n_batches and checkpoint_due()):
-                        if not math.isfinite(total.item()):
-                            raise Diverged(f"run {run}: non-finite objective at stage {stage + 1}, epoch {epoch + 1}")
-                        pos = Position(stage, epoch, step + 1)
-                        checkpoint(
-                            stage,
-                            epoch,
-                            pos,
-                            {
-                                "perm": perm.cpu(),
-                                "epoch_sum": total.cpu(),
-                                "epoch_seconds": seconds_before + time.monotonic() - t0,
-                            },
-                        )
-                        if stop.requested:
-                            raise Interrupted(
-                                f"{run}: interrupted at stage {stage + 1}, epoch {epoch + 1}", stop.signum
-                            )
-                mean = total.item() / (n_batches * batch)  # one host synchronisation per epoch
-                seconds = seconds_before + time.monotonic() - t0
-                if not math.isfinite(mean):
-                    raise Diverged(f"run {run}: non-finite objective at stage {stage + 1}, epoch {epoch + 1}")
-                done_epochs += 1
-                log.append(
-                    {
-                        "stage": stage + 1,
-                        "epoch": done_epochs,
-                        "stage_epoch": epoch + 1,
-                        "lr": lr,
-                        "objective": mean,
-                        "seconds": round(seconds, 4),
-                        "points_per_s": round(n_batches * batch / max(seconds, 1e-9), 1),
-                    }
-                )
-                _write_log(out_dir / "train_log.csv", log)
-                bar.update(done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
-                pos = Position(stage, epoch + 1, 0)
-                last_of_stage = epoch + 1 == cfg.epochs_per_stage[stage]
-                if last_of_stage:
-                    pos = Position(stage + 1, 0, 0)
-                if last_of_stage or checkpoint_due() or stop.requested:
-                    checkpoint(stage, epoch, pos)
-                    if stop.requested:
-                        raise Interrupted(f"{run}: interrupted after stage {stage + 1}, epoch {epoch + 1}", stop.signum)
-            if not quiet and not bar.enabled:
-                say(f"{run}: stage {stage + 1}/{len(cfg.epochs_per_stage)} done, objective {log[-1]['objective']:.3f}")
-    finally:
-        stop.uninstall()
-        bar.close()
+        finally:
+            self.stop.uninstall()
+            self.bar.close()
+        return self.finish()
 
-    elapsed += time.monotonic() - session_start
-    record = {
-        "run": run,
-        "config": cfg.to_dict(),
-        "objective_final": log[-1]["objective"] if log else None,
-        "epochs": done_epochs,
-        "steps": done_epochs * n_batches,
-        "train_points": n,
-        "train_seconds": round(elapsed, 2),
-        "resumes": resumes,
-        "data": {"path": str(cfg.data), **{k: data.meta[k] for k in ("dataset", "label", "splits", "sources")}},
-        "environment": environment(device),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(
+    def epoch(self, stage: int, epoch: int, resumed: dict | None) -> None:
+        """One pass over the training set (from the middle, if `resumed` holds a checkpoint
+        taken inside this epoch). Syncs with the device once, at the end."""
+        cfg, batch, n = self.cfg, self.cfg.batch_size, self.x.shape[0]
+        if resumed is not None:
+            first = self.pos.step
+            perm, total = resumed["perm"].to(self.device), resumed["epoch_sum"].to(self.device)
+            seconds_before = resumed["epoch_seconds"]
+        else:
+            first = 0
+            perm = (
+                torch.randperm(n, generator=self.gen, device=self.device)
+                if cfg.shuffle
+                else torch.arange(n, device=self.device)
+            )
+            total, seconds_before = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
+        start = time.monotonic()
+        for step in range(first, self.n_batches):
+            x = torch.index_select(self.x, 0, perm[step * batch : (step + 1) * batch])
+            if self.data.dynamic:  # a fresh binarisation every time a point is used
+                x = datasets.binarize(x, self.gen)
+            fp = self.model.forward(x, cfg.k, self.gen)
+            estimate = self.objective(fp.log_w)
+            self.model.backward(fp, estimate.coefficients)
+            self.opt.step()
+            total += estimate.bound.sum()
+            if self.stop.requested or (step + 1 < self.n_batches and self.checkpoint_due()):
+                if not math.isfinite(total.item()):
+                    raise self.diverged("objective", stage, epoch)
+                self.pos = Position(stage, epoch, step + 1)
+                seconds = seconds_before + time.monotonic() - start
+                self.checkpoint(
+                    (stage, epoch), self.pos, {"perm": perm.cpu(), "epoch_sum": total.cpu(), "epoch_seconds": seconds}
+                )
+                if self.stop.requested:
+                    raise self.interrupted(stage, epoch)
+        mean = total.item() / (self.n_batches * batch)
+        seconds = seconds_before + time.monotonic() - start
+        if not math.isfinite(mean):
+            raise self.diverged("objective", stage, epoch)
+        self.done_epochs += 1
+        self.log.append(
             {
-                "format": CHECKPOINT_FORMAT,
-                "model": model.state(),
-                "optimizer": {k: v.cpu() if torch.is_tensor(v) else v for k, v in opt.state_dict().items()},
-                "config": cfg.to_dict(),
-                "dataset": data.meta["dataset"],
-            },
-            tmp,
+                "stage": stage + 1,
+                "epoch": self.done_epochs,
+                "stage_epoch": epoch + 1,
+                "lr": self.opt.lr,
+                "objective": mean,
+                "seconds": round(seconds, 4),
+                "points_per_s": round(self.n_batches * batch / max(seconds, 1e-9), 1),
+            }
         )
-    write_json(out_dir / "train.json", record)
-    return record
+        _write_log(self.out_dir / "train_log.csv", self.log)
+        self.bar.update(self.done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
+
+    def finish(self) -> dict:
+        """Write model.pt and train.json."""
+        self.elapsed += time.monotonic() - self.session_start
+        record = {
+            "run": self.run_name,
+            "config": self.cfg.to_dict(),
+            "objective_final": self.log[-1]["objective"] if self.log else None,
+            "epochs": self.done_epochs,
+            "steps": self.done_epochs * self.n_batches,
+            "train_points": self.x.shape[0],
+            "train_seconds": round(self.elapsed, 2),
+            "resumes": self.resumes,
+            "data": {
+                "path": str(self.cfg.data),
+                **{k: self.data.meta[k] for k in ("dataset", "label", "splits", "sources")},
+            },
+            "environment": environment(self.device),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        model_file = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state(),
+            "optimizer": _on_cpu(self.opt.state_dict()),
+            "config": self.cfg.to_dict(),
+            "dataset": self.data.meta["dataset"],
+        }
+        with atomic_path(self.out_dir / "model.pt") as tmp:
+            torch.save(model_file, tmp)
+        write_json(self.out_dir / "train.json", record)
+        return record
+
+
+def _on_cpu(state: dict) -> dict:
+    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in state.items()}
 
 
 def _continue_from(path: str, model: IWAEModel, opt: Adam) -> None:

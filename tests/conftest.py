@@ -25,13 +25,16 @@ def mirror() -> str | None:
     return sources.mirror_from_env()
 
 
+TEST_DATA = ROOT / ".cache" / "test-data"  # kept between runs; laid out like a mirror
+
+
 @pytest.fixture(scope="session")
-def raw_dir(tmp_path_factory, mirror) -> Path:
-    """Verified raw files of the datasets used in the tests."""
-    dest = tmp_path_factory.mktemp("resources")
+def raw_dir(mirror) -> Path:
+    """Verified raw files of the datasets the tests use, fetched once into a cache that the
+    workflow tests then use as their mirror."""
     for name in ("mnist", "mnist-fixed", "omniglot-resized"):
-        sources.fetch(name, dest, mirror, quiet=True)
-    return dest
+        sources.fetch(name, TEST_DATA, mirror, quiet=True)
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")

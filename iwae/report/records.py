@@ -1,0 +1,110 @@
+"""Run records (eval.json) as one pandas row per run, and their aggregation over seeds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from iwae.architecture import Architecture
+from iwae.errors import UserError
+
+COLUMNS = [
+    "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
+    "nll", "nll_stderr", "test_points", "eval_k", "active_units", "active_total", "iwae64", "train_nll",
+    "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision", "init_from",
+    "run_dir",
+]  # fmt: skip
+
+
+def load_record(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a readable evaluation record ({e})") from None
+
+
+def row(path: Path, experiment: str | None = None) -> dict:
+    """The flat summary of one run's eval.json (experiment: its folder by default)."""
+    path = Path(path)
+    rec = load_record(path)
+    try:
+        cfg = rec["training"]["config"]
+        arch = Architecture.parse(cfg["layers"])
+        train = rec.get("train") or {}
+        bound64 = rec.get("bounds", {}).get("64")
+        env = rec["training"].get("environment", rec["environment"])
+        return {
+            "experiment": experiment or path.parent.parent.name,
+            "run": path.parent.name,
+            "dataset": rec["training"]["data"]["dataset"],
+            "dataset_label": rec["training"]["data"]["label"],
+            "layers": arch.n_stochastic,
+            "architecture": arch.spec(),
+            "objective": cfg["objective"],
+            "k": cfg["k"],
+            "seed": cfg["seed"],
+            "nll": rec["test"]["nll"],
+            "nll_stderr": rec["test"]["stderr"],
+            "test_points": rec["test"]["points"],
+            "eval_k": rec["k"],
+            "active_units": "+".join(map(str, rec["active_units"]["per_layer"])),
+            "active_total": sum(rec["active_units"]["per_layer"]),
+            "iwae64": bound64["log_likelihood"] if bound64 else math.nan,
+            "train_nll": train.get("nll", math.nan),
+            "train_points": train.get("points", 0),
+            "epochs": rec["training"]["epochs"],
+            "train_seconds": rec["training"]["train_seconds"],
+            "eval_seconds": rec["eval_seconds"],
+            "device": env.get("device_name", env.get("device")),
+            "torch": env.get("torch"),
+            "git_revision": (env.get("git") or {}).get("revision"),
+            "init_from": cfg.get("init_from"),
+            "run_dir": str(path.parent),
+        }
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: evaluation record lacks {e}") from None
+
+
+def frame(paths: list[Path], experiment: str | None = None) -> pd.DataFrame:
+    if not paths:
+        raise UserError("no evaluation records given")
+    return pd.DataFrame([row(p, experiment) for p in paths], columns=COLUMNS)
+
+
+def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, standard deviation and count over seeds for each group of `keys`.
+
+    Active units are averaged per layer ("16.5+5.0"), or shown as integers for one seed.
+    """
+
+    def units(series: pd.Series) -> str:
+        per_layer = pd.DataFrame([list(map(int, s.split("+"))) for s in series])
+        means = per_layer.mean()
+        if len(series) == 1:
+            return "+".join(str(int(v)) for v in means)
+        return "+".join(f"{v:.1f}" for v in means)
+
+    out = (
+        df.groupby(keys, sort=False)
+        .agg(
+            nll=("nll", "mean"),
+            nll_sd=("nll", "std"),
+            nll_stderr=("nll_stderr", "mean"),
+            n=("nll", "size"),
+            active_units=("active_units", units),
+            active_total=("active_total", "mean"),
+            active_total_sd=("active_total", "std"),
+            iwae64=("iwae64", "mean"),
+            iwae64_sd=("iwae64", "std"),
+            train_nll=("train_nll", "mean"),
+            train_nll_sd=("train_nll", "std"),
+            dataset_label=("dataset_label", "first"),
+            test_points=("test_points", "min"),
+            eval_k=("eval_k", "first"),
+        )
+        .reset_index()
+    )
+    return out

@@ -1,0 +1,152 @@
+"""Tables and figures from run records: layouts, seeds, comparisons with the paper.
+
+The records here are written by hand with known numbers, so that every cell of a table can
+be checked; the end-to-end tests check the same tables on records from real runs.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from iwae.errors import UserError
+from iwae.report import build, figures, records, tables
+
+
+def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1", objective="iwae", k=5,
+           seed=1, nll=90.0, units=(20,), iwae64=None, train_nll=None, init_from=None, epochs=6) -> Path:  # fmt: skip
+    path = root / "runs" / experiment / run / "eval.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    label = {"mnist": "MNIST", "omniglot-resized": "Omniglot (resized)", "mnist-fixed": "MNIST (fixed binarization)"}
+    rec = {
+        "k": 5000,
+        "test": {"nll": nll, "log_likelihood": -nll, "stderr": 0.5, "points": 500},
+        "bounds": {"64": {"log_likelihood": iwae64, "nll": -iwae64}} if iwae64 is not None else {},
+        "active_units": {
+            "per_layer": list(units),
+            "variances": [[0.5] * u + [1e-4] * 3 for u in units],
+            "threshold": 0.01,
+        },
+        "training": {
+            "config": {"layers": layers, "objective": objective, "k": k, "seed": seed, "init_from": init_from},
+            "data": {"dataset": dataset, "label": label[dataset]},
+            "epochs": epochs,
+            "train_seconds": 10.0,
+            "environment": {"device": "cpu", "device_name": "test cpu", "torch": "x", "git": {"revision": "abc"}},
+        },
+        "eval_seconds": 5.0,
+        "environment": {"device": "cpu"},
+    }
+    if train_nll is not None:
+        rec["train"] = {"nll": train_nll, "log_likelihood": -train_nll, "stderr": 0.5, "points": 500}
+    path.write_text(json.dumps(rec))
+    (path.parent / "train_log.csv").write_text(
+        "stage,epoch,stage_epoch,lr,objective,seconds,points_per_s\n"
+        + "".join(f"1,{e},{e},0.001,{-nll - 10 / e},1.0,100.0\n" for e in range(1, epochs + 1))
+    )
+    return path
+
+
+def _rows(table) -> list[list[str]]:
+    return table.rows
+
+
+def test_table1_layout_with_seeds(tmp_path):
+    paths = []
+    for seed, nll in ((1, 85.0), (2, 86.0), (3, 87.0)):
+        for objective in ("vae", "iwae"):
+            for k in (1, 50):
+                paths.append(record(tmp_path, "t", f"mnist-1l-{objective}-k{k}-s{seed}", objective=objective,
+                                    k=k, seed=seed, nll=nll + (k == 1), units=(18 + seed,)))  # fmt: skip
+    df = records.frame(paths)
+    t = tables.nll_au(df)
+    assert t.rows[0][:2] == ["1", "1"] and t.rows[1][:2] == ["", "50"]
+    assert t.rows[1][2] == "86.00 ± 1.00"  # VAE k = 50: mean and sd over 3 seeds
+    assert t.rows[1][3] == "20.0"  # active units: the mean over seeds
+    assert any("n = 3" in note for note in t.notes)
+    cmp = tables.vs_paper(df)
+    row = next(r for r in cmp.rows if r[2] == "IWAE" and r[3] == "50")
+    assert row[5] == "84.78" and row[6] == "+1.22" and row[8] == "25"
+
+
+def test_two_layer_units_and_markdown(tmp_path):
+    p = record(tmp_path, "t", "mnist-2l-iwae-k5-s1", layers="2", units=(21, 5), nll=84.0)
+    t = tables.nll_au(records.frame([p]))
+    assert t.rows[0][3] == "21+5" and t.rows[0][0] == "2"
+    md = t.markdown("title")
+    assert "MNIST IWAE NLL" in md and "| 2 " in md
+    assert r"\cmidrule(lr)" in t.latex() and r"\toprule" in t.latex()
+
+
+def test_latex_refuses_characters_it_cannot_spell():
+    with pytest.raises(ValueError, match="no LaTeX spelling"):
+        tables._tex("ünicode")
+
+
+def test_estimator_table_follows_rainforth(tmp_path):
+    paths = [
+        record(tmp_path, "estimators", f"mnist-1l-{o}-k64-s1", objective=o, k=64, nll=nll, iwae64=b)
+        for o, nll, b in (("iwae", 84.5, -86.1), ("miwae-m4", 84.6, -85.6), ("ciwae-b0.05", 84.6, -85.9), ("dreg", 84.3, -85.8))
+    ]  # fmt: skip
+    ours, cmp = tables.bounds(records.frame(paths))
+    assert ours.columns == ["metric", "IWAE", "MIWAE(M=4)", "CIWAE(β=0.05)", "DReG"]
+    assert [r[0] for r in ours.rows] == ["IWAE-64", "log p̂(x)", "−KL(Q‖P)"]
+    assert ours.rows[0][1] == "-86.10" and ours.rows[1][1] == "-84.50" and ours.rows[2][1] == "-1.60"
+    iwae = [r for r in cmp.rows if r[0] == "IWAE"]
+    assert [r[3] for r in iwae] == ["-86.11", "-84.52", "-1.59"]
+    assert all(r[3] == "—" for r in cmp.rows if r[0] == "DReG")  # no published value
+
+
+def test_two_stage_table_reads_the_first_stage(tmp_path):
+    first = record(tmp_path, "table1", "mnist-1l-vae-k1-s1", objective="vae", k=1, nll=86.9, units=(19,))
+    second = record(tmp_path, "table2", "mnist-1l-vae-k1-to-iwae-k50-s1", objective="iwae", k=50, nll=85.1,
+                    units=(22,), init_from=str(first.parent / "model.pt"))  # fmt: skip
+    df = records.frame([second])
+    ours, cmp = tables.two_stage(df, tables.first_stage_rows(df))
+    assert ours.rows[0][:5] == ["VAE (k=1) → IWAE (k=50)", "86.90", "19", "85.10", "22"]
+    assert [r[3] for r in cmp.rows] == ["86.76", "84.88"]
+
+
+def test_fixed_binarization_shows_the_train_test_gap(tmp_path):
+    p = record(tmp_path, "fb", "mnist-fixed-1l-iwae-k5-s1", dataset="mnist-fixed", nll=88.0, train_nll=84.5)
+    t = tables.nll_au(records.frame([p]))
+    assert t.columns[2:] == ["NLL", "train NLL", "gap", "active units"]
+    assert t.rows[0][2:5] == ["88.00", "84.50", "3.50"]
+    cmp = tables.vs_paper(records.frame([p]))
+    assert cmp.rows[0][5] == "87.63"  # the appendix value for IWAE k = 5
+
+
+def test_figures_are_written(tmp_path):
+    paths = [
+        record(tmp_path, "t", f"mnist-1l-{o}-k{k}-s{s}", objective=o, k=k, seed=s, nll=90 - k / 10 + s)
+        for o in ("vae", "iwae") for k in (1, 5, 50) for s in (1, 2)
+    ]  # fmt: skip
+    df = records.frame(paths)
+    for fn, stem in ((figures.nll_vs_k, "nll"), (figures.curves, "curves"), (figures.variances, "var")):
+        written = fn(df, tmp_path / stem)
+        assert [p.suffix for p in written] == [".pdf", ".png"] and all(p.stat().st_size > 3000 for p in written)
+
+
+def test_group_figures_refuse_mixed_groups(tmp_path):
+    paths = [record(tmp_path, "t", "a", layers="1"), record(tmp_path, "t", "b", layers="2", units=(3, 2))]
+    with pytest.raises(UserError, match="one dataset and architecture"):
+        figures.curves(records.frame(paths), tmp_path / "x")
+
+
+def test_summary_keeps_every_run(tmp_path):
+    paths = [record(tmp_path, "t", f"r{s}", seed=s, nll=80 + s) for s in range(4)]
+    build.summary(paths, tmp_path / "s.csv", tmp_path / "s.md")
+    lines = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(lines) == 5 and "git_revision" in lines[0]
+    assert statistics.mean(float(x.split(",")[9]) for x in lines[1:]) == pytest.approx(81.5)
+
+
+def test_bad_record_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "runs/t/r/eval.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("{}")
+    with pytest.raises(UserError, match="eval.json"):
+        records.frame([bad])

@@ -1,0 +1,327 @@
+"""The Snakemake workflow: its DAG, config validation, the smoke preset end to end on real
+data, re-runs that touch only what changed, and resumption of a failed training job."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from conftest import ROOT
+from workflow import SNAKEMAKE, job_counts, overlay, snakemake
+
+SMOKE = ROOT / "presets" / "smoke.yaml"
+
+
+# --------------------------------------------------------------------------- DAG and config
+
+
+def test_default_dag_is_table1(tmp_path):
+    result = snakemake(tmp_path, "-n", "--cores", "2")
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 24 and counts["evaluate"] == 24, counts
+    assert counts["table"] == 1 and counts["report"] == 1
+    runs = set(re.findall(r"results/runs/table1/([^/\s]+)/model\.pt", result.stdout))
+    assert len(runs) == 24 and "omniglot-2l-iwae-k50-s1" in runs and "mnist-1l-vae-k1-s1" in runs
+
+
+def test_paper_protocol_reaches_the_jobs(tmp_path):
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "results/runs/table1/mnist-2l-iwae-k50-s1/model.pt")
+    assert result.returncode == 0, result.stderr
+    command = next(line for line in result.stdout.splitlines() if "iwae train" in line)
+    for flag in ("--layers 2", "--objective iwae", "--k 50", "--epochs-per-stage 1,3,9,27,81,243,729,2187",
+                 "--lr 0.001", "--batch-size 20", "--adam-beta1 0.9", "--adam-eps 0.0001", "--shuffle"):  # fmt: skip
+        assert flag in command, (flag, command)
+
+
+@pytest.mark.parametrize(
+    "text,key",
+    [
+        ("protocol:\n  lrr: 0.1\n", "lrr"),  # unknown key
+        ("protocol:\n  batch_size: twenty\n", "batch_size"),  # wrong type
+        ("protocol:\n  lr: -1.0\n", "lr"),  # impossible value
+        ("evaluation:\n  k: 0\n", "k"),
+        ("experiments:\n  table1:\n    objectives: [miwae-m3]\n", "experiments.table1.objectives"),
+        ("experiments:\n  table1:\n    datasets: [cifar]\n", "datasets"),
+        ("run_experiments: [table9]\n", "run_experiments"),
+        ("compute:\n  device: tpu\n", "device"),
+    ],
+)
+def test_invalid_config_fails_before_any_job_and_names_the_key(tmp_path, text, key):
+    bad = overlay(tmp_path / "bad.yaml", text)
+    result = snakemake(tmp_path / "work", "--cores", "2", "--configfile", bad)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert key in output, output[-2000:]
+    assert "Job stats" not in output and not (tmp_path / "work" / "results").exists()
+
+
+def test_resources_are_portable(tmp_path):
+    cpu = snakemake(tmp_path, "-n", "--cores", "2")
+    gpu = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", ROOT / "presets" / "gpu.yaml")
+    assert cpu.returncode == 0 and gpu.returncode == 0, gpu.stderr
+    for output, gpus in ((cpu.stdout, 0), (gpu.stdout, 1)):
+        blocks = re.findall(r"rule (train|evaluate):\n(.*?)\n\n", output, re.S)
+        assert len(blocks) == 48
+        for _, block in blocks:
+            resources = re.search(r"resources: (.*)", block).group(1)
+            assert f"gpu={gpus}" in resources and "runtime=" in resources and "mem_mb=" in resources
+
+
+def _dry(tmp_path, text: str) -> str:
+    result = snakemake(tmp_path / "w", "-n", "-p", "--cores", "2", "--configfile", overlay(tmp_path / "o.yaml", text))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _job(output: str, rule: str, run: str) -> str:
+    """The dry-run block of one job of `rule` for `run`."""
+    for block in output.split("\n\n"):
+        if f"rule {rule}:" in block and f"/{run}/" in block:
+            return block
+    raise AssertionError(f"no {rule} job for {run}")
+
+
+def test_two_stage_dag_links_each_second_stage_to_its_first(tmp_path):
+    out = _dry(tmp_path, "run_experiments: [table2]\n")
+    counts = job_counts(out)
+    assert counts["train"] == 4 and counts["evaluate"] == 4, counts  # 2 second stages + their first stages
+    job = _job(out, "train", "mnist-1l-vae-k1-to-iwae-k50-s1")
+    assert "results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job.split("output:")[0]
+    assert "--init-from results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job
+    assert "--lr 0.0001" in job and "--epochs-per-stage 2187" in job and "--objective iwae --k 50" in job
+    back = _job(out, "train", "mnist-1l-iwae-k50-to-vae-k1-s1")
+    assert "--init-from results/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in back and "--objective vae --k 1" in back
+
+
+def test_estimators_dag(tmp_path):
+    out = _dry(tmp_path, "run_experiments: [estimators]\n")
+    runs = set(re.findall(r"results/runs/estimators/([^/\s]+)/model\.pt", out))
+    expected = {
+        "iwae",
+        "vae",
+        "miwae-m4",
+        "miwae-m8",
+        "piwae-m4",
+        "piwae-m8",
+        "ciwae-b0.05",
+        "ciwae-b0.5",
+        "stl",
+        "dreg",
+    }
+    assert runs == {f"mnist-1l-{o}-k64-s1" for o in expected}
+    assert "--extra-k 64" in _job(out, "evaluate", "mnist-1l-piwae-m8-k64-s1")
+
+
+def test_fixed_binarization_dag(tmp_path):
+    out = _dry(tmp_path, "run_experiments: [fixed-binarization]\n")
+    assert job_counts(out)["train"] == 6 and "binarized_mnist/binarized_mnist_train.amat.gz" in out
+    assert "--train-points 10000" in _job(out, "evaluate", "mnist-fixed-1l-iwae-k50-s1")
+
+
+def test_seeds_multiply_runs(tmp_path):
+    out = _dry(tmp_path, "experiments:\n  table1:\n    seeds: [1, 2, 3]\n")
+    assert job_counts(out)["train"] == 72 and "mnist-2l-iwae-k50-s3" in out
+
+
+def test_lint_and_format():
+    lint = subprocess.run([SNAKEMAKE, "--lint", "-s", ROOT / "Snakefile"], capture_output=True, text=True, cwd=ROOT)
+    assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
+    fmt = subprocess.run(["snakefmt", "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=ROOT)
+    assert fmt.returncode == 0, fmt.stderr
+
+
+# --------------------------------------------------------------------------- smoke preset
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, raw_dir):
+    """The smoke preset run end to end on real data (the verified test-data cache as mirror)."""
+    work = tmp_path_factory.mktemp("smoke")
+    start = time.monotonic()
+    result = snakemake(work, "--cores", "2", "--configfile", SMOKE, timeout=900, env={"IWAE_DATA_MIRROR": str(raw_dir)})
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return work, time.monotonic() - start
+
+
+def _markdown_rows(path: Path) -> list[list[str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+@pytest.mark.slow
+def test_smoke_builds_every_output(smoke):
+    work, seconds = smoke
+    again = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE)
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
+    assert (work / "results/report.tex").stat().st_size > 1000
+    assert len(list((work / "results/runs/table1").glob("*/eval.json"))) == 24
+    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6
+
+
+@pytest.mark.slow
+def test_smoke_table1_content(smoke):
+    work, _ = smoke
+    rows = _markdown_rows(work / "results/tables/table1.md")
+    assert [(r[0], r[1]) for r in rows] == [("1", "1"), ("", "5"), ("", "50"), ("2", "1"), ("", "5"), ("", "50")]
+    header = (work / "results/tables/table1.md").read_text()
+    assert "MNIST VAE NLL" in header and "Omniglot (resized) IWAE NLL" in header
+    assert "not the paper's Omniglot file" in header  # never presented as the paper's dataset
+    for i, row in enumerate(rows):
+        assert all(50 < float(row[c]) < 400 for c in (2, 4, 6, 8)), row
+        layers = 1 if i < 3 else 2
+        assert all(len(row[c].split("+")) == layers for c in (3, 5, 7, 9)), row
+    # VAE and IWAE with k = 1 are the same objective: same seed, same run, same numbers
+    for row in (rows[0], rows[3]):
+        assert row[2] == row[4] and row[6] == row[8] and row[3] == row[5]
+    tex = (work / "results/tables/table1.tex").read_text()
+    assert r"\toprule" in tex and r"\multicolumn{4}{c}{MNIST}" in tex and "16+5" not in tex
+
+
+@pytest.mark.slow
+def test_smoke_vs_paper_and_summary(smoke):
+    work, _ = smoke
+    rows = _markdown_rows(work / "results/tables/table1_vs_paper.md")
+    assert len(rows) == 24
+    mnist_iwae_50 = next(r for r in rows if r[:4] == ["MNIST", "1", "IWAE", "50"])
+    assert mnist_iwae_50[5] == "84.78" and mnist_iwae_50[8] == "25"
+    assert math.isclose(float(mnist_iwae_50[6]), float(mnist_iwae_50[4]) - 84.78, abs_tol=0.011)
+    assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
+    with open(work / "results/tables/summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert len(summary) == 24 + 2 + 10 + 6  # every run of every experiment
+    assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
+    record = json.loads((work / "results/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
+    assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
+    assert record["environment"]["torch"] and record["training"]["train_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_smoke_other_experiment_tables(smoke):
+    work, _ = smoke
+    tables = work / "results/tables"
+    two = _markdown_rows(tables / "table2.md")
+    assert [r[0] for r in two] == ["VAE (k=1) → IWAE (k=50)", "IWAE (k=50) → VAE (k=1)"]
+    assert all(50 < float(r[1]) < 400 and 50 < float(r[3]) < 400 for r in two)
+    # the first stage of Table 2 is the Table 1 run itself: the same number
+    table1 = {r[1]: r for r in _markdown_rows(tables / "table1_vs_paper.md") if r[0] == "MNIST" and r[1] == "1"}
+    assert two[0][1] in {r[4] for r in _markdown_rows(tables / "table1_vs_paper.md")}, table1
+    assert "84.88" in (tables / "table2_vs_paper.md").read_text()
+    est = _markdown_rows(tables / "estimators.md")
+    assert [r[0] for r in est] == ["IWAE-64", "log p̂(x)", "−KL(Q‖P)"] and all(len(r) == 11 for r in est)
+    for col in range(1, 11):  # -KL = IWAE-64 - log p(x) <= 0 up to rounding
+        assert float(est[2][col]) == pytest.approx(float(est[0][col]) - float(est[1][col]), abs=0.011)
+    assert "-86.11" in (tables / "estimators_vs_paper.md").read_text()
+    fixed = (tables / "fixed-binarization.md").read_text()
+    assert "IWAE train NLL" in fixed and "IWAE gap" in fixed and "MNIST (fixed binarization)" in fixed
+
+
+@pytest.mark.slow
+def test_smoke_figures_have_content(smoke):
+    work, _ = smoke
+    figures = work / "results/figures"
+    expected = ["table1/nll_vs_k", "table1/curves_mnist_1l", "table1/curves_omniglot-resized_2l",
+                "table1/variances_mnist_2l", "estimators/variances_mnist_1l", "fixed-binarization/nll_vs_k",
+                "table2/samples/mnist-1l-vae-k1-to-iwae-k50-s1"]  # fmt: skip
+    for stem in expected:
+        assert (figures / f"{stem}.pdf").stat().st_size > 5000
+        image = matplotlib.image.imread(figures / f"{stem}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 300
+        gray = image[..., :3].mean(-1)
+        assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005, stem  # drawn, not blank
+    assert len(list((figures / "table2/samples").glob("*.png"))) == 2
+
+
+@pytest.mark.slow
+def test_smoke_tables_and_report_compile(smoke, tmp_path):
+    work, _ = smoke
+    if not (pdflatex := __import__("shutil").which("pdflatex")):
+        pytest.skip("no pdflatex on PATH")
+    for table in ("table1", "table1_vs_paper"):
+        result = subprocess.run(
+            [
+                pdflatex,
+                "-interaction=nonstopmode",
+                "-halt-on-error",
+                f"-output-directory={tmp_path}",
+                work / f"results/tables/{table}.tex",
+            ],
+            capture_output=True,
+            text=True,  # fmt: skip
+        )
+        assert result.returncode == 0, result.stdout[-2000:]
+    assert (work / "results/report.pdf").stat().st_size > 50_000
+    report = (work / "results/report.tex").read_text()
+    assert report.count(r"\includegraphics") == len(list((work / "results/figures").rglob("*.pdf")))
+    for title in ("Table 1", "Table 2", "Rainforth", "Fixed binarisation"):
+        assert title in report
+
+
+@pytest.mark.slow
+def test_regenerating_a_table_trains_nothing(smoke):
+    work, _ = smoke
+    for suffix in (".tex", ".md"):
+        (work / f"results/tables/table1{suffix}").unlink()
+    # targets before --configfile, which takes every file name that follows it
+    dry = snakemake(work, "results/tables/table1.tex", "-n", "--cores", "2", "--configfile", SMOKE)
+    assert job_counts(dry.stdout) == {"table": 1}, dry.stdout[-2000:]
+    run = snakemake(work, "results/tables/table1.tex", "--cores", "2", "--configfile", SMOKE)
+    assert run.returncode == 0 and (work / "results/tables/table1.tex").exists()
+
+
+@pytest.mark.slow
+def test_changing_evaluation_reruns_evaluation_only(smoke, tmp_path):
+    work, _ = smoke
+    more = overlay(tmp_path / "k.yaml", "evaluation:\n  k: 50\n")
+    dry = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE, more)
+    counts = job_counts(dry.stdout)
+    evaluated = len(list((work / "results/runs").glob("*/*/eval.json")))
+    assert counts.get("evaluate") == evaluated and "train" not in counts and "prepare" not in counts, counts
+
+
+# --------------------------------------------------------------------------- failure and resume
+
+
+@pytest.mark.slow
+def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, monkeypatch):
+    monkeypatch.setenv("IWAE_DATA_MIRROR", str(raw_dir))
+    work = tmp_path / "work"
+    longer = overlay(
+        tmp_path / "longer.yaml",
+        "protocol:\n  epochs_per_stage: [3, 3]\n  train_subset: 3000\n  checkpoint_minutes: 0.002\n",
+    )
+    target = "results/runs/table1/mnist-1l-iwae-k5-s1/model.pt"
+    args = [target, "--cores", "1", "--configfile", SMOKE, longer]  # the target before --configfile
+    snakemake(work, "results/data/mnist.npz", "--cores", "1", "--configfile", SMOKE)
+    proc = subprocess.Popen(
+        [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(work), *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    checkpoints = work / "results/runs/table1/mnist-1l-iwae-k5-s1/checkpoints"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(checkpoints.glob("ckpt-*.pt")):
+        time.sleep(0.1)
+    pid = subprocess.run(["pgrep", "-f", "iwae train --out results/runs/table1/mnist-1l-iwae-k5-s1"],
+                         capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert pid, "training process not found"
+    os.kill(int(pid[0]), signal.SIGTERM)  # as a scheduler would at a time limit
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Error in rule train" in output
+    assert list(checkpoints.glob("ckpt-*.pt")), "Snakemake deleted the failed job's checkpoints"
+    assert not (work / target).exists()
+    resumed = snakemake(work, *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    log = (work / "results/logs/train/table1/mnist-1l-iwae-k5-s1.log").read_text()
+    assert "resuming from ckpt-" in log, log
+    assert (work / target).exists()

@@ -1,0 +1,26 @@
+# The k = 5000 log-likelihood estimate and the active units of every run.
+
+
+rule evaluate:
+    input:
+        model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
+        data=lambda wildcards: data_file(spec(wildcards)["dataset"]),
+    output:
+        f"{RESULTS}/runs/{{experiment}}/{{run}}/eval.json",
+    log:
+        f"{RESULTS}/logs/evaluate/{{experiment}}/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{experiment}}/{{run}}.tsv"
+    conda:
+        "../../envs/iwae.yaml"
+    threads: THREADS
+    resources:
+        gpu=GPUS,
+        runtime=config["compute"]["evaluate_runtime_min"],
+        mem_mb=config["compute"]["evaluate_mem_mb"],
+    params:
+        run=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
+        args=eval_args,
+    shell:
+        "python -m iwae evaluate --run {params.run} --model {input.model} --data {input.data} --out {output}"
+        " {params.args} --threads {threads} > {log} 2>&1"

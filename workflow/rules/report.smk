@@ -1,0 +1,123 @@
+# Tables, figures and the report, from finished runs only: regenerating them trains nothing.
+
+
+rule table:
+    input:
+        unpack(table_inputs),
+    output:
+        multiext(
+            f"{RESULTS}/tables/{{experiment}}",
+            ".tex",
+            ".md",
+            "_vs_paper.tex",
+            "_vs_paper.md",
+        ),
+    log:
+        f"{RESULTS}/logs/report/table_{{experiment}}.log",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        kind=lambda wildcards: EXPERIMENTS[wildcards.experiment]["type"],
+        layout=lambda wildcards: EXPERIMENTS[wildcards.experiment].get(
+            "table", "nll-au"
+        ),
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+    shell:
+        "python -m iwae report table --experiment {wildcards.experiment} --kind {params.kind}"
+        " --layout {params.layout} --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule group_figure:
+    input:
+        unpack(group_inputs),
+    output:
+        multiext(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{dataset}}_{{tag}}",
+            ".pdf",
+            ".png",
+        ),
+    log:
+        f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{dataset}}_{{tag}}.log",
+    wildcard_constraints:
+        kind="curves|variances",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+    shell:
+        "python -m iwae report figure {wildcards.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+
+
+rule nll_vs_k:
+    input:
+        evals=lambda wildcards: evals_of(wildcards.experiment),
+    output:
+        multiext(f"{RESULTS}/figures/{{experiment}}/nll_vs_k", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/report/nll_vs_k_{{experiment}}.log",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+    shell:
+        "python -m iwae report figure nll-vs-k --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+
+
+rule samples:
+    input:
+        unpack(samples_inputs),
+    output:
+        multiext(f"{RESULTS}/figures/{{experiment}}/samples/{{run}}", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/report/samples_{{experiment}}_{{run}}.log",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+    shell:
+        "python -m iwae report figure samples --model {input.model} --data {input.data} --out-stem {params.stem}"
+        " > {log} 2>&1"
+
+
+rule summary:
+    input:
+        evals=[e for name in SELECTED for e in evals_of(name)],
+    output:
+        csv=f"{RESULTS}/tables/summary.csv",
+        md=f"{RESULTS}/tables/summary.md",
+    log:
+        f"{RESULTS}/logs/report/summary.log",
+    conda:
+        "../../envs/iwae.yaml"
+    shell:
+        "python -m iwae report summary --evals {input.evals} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule report:
+    input:
+        tables=[t for name in SELECTED for t in experiment_tables(name)],
+        figures=[f for name in SELECTED for f in experiment_figures(name)],
+        summary=f"{RESULTS}/tables/summary.md",
+    output:
+        f"{RESULTS}/report.tex",
+    log:
+        f"{RESULTS}/logs/report/report.log",
+    conda:
+        "../../envs/iwae.yaml"
+    shell:
+        "python -m iwae report document --tables {input.tables} --figures {input.figures} --out {output} > {log} 2>&1"
+
+
+rule report_pdf:
+    input:
+        tex=f"{RESULTS}/report.tex",
+        tables=[t for name in SELECTED for t in experiment_tables(name)],
+        figures=[f for name in SELECTED for f in experiment_figures(name)],
+    output:
+        f"{RESULTS}/report.pdf",
+    log:
+        f"{RESULTS}/logs/report/report_pdf.log",
+    conda:
+        "../../envs/iwae.yaml"
+    shell:
+        "python -m iwae report pdf --tex {input.tex} --out {output} > {log} 2>&1"
