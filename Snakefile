@@ -17,6 +17,19 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+# On a cluster these run where Snakemake runs: downloads need the network that compute
+# nodes often lack, and tables and figures take seconds, less than a job's queueing.
+localrules:
+    fetch,
+    table,
+    group_figure,
+    nll_vs_k,
+    samples,
+    summary,
+    report,
+    report_pdf,
+
+
 rule all:
     default_target: True
     input:

@@ -1,8 +1,9 @@
 """A throwaway single-node Slurm (munge + slurmctld + slurmd) started by hand, for the tests.
 
-Needs root and Debian's slurm-wlm and munge. The node offers every CPU, 90% of the memory
-and a fake GPU resource (count only), so jobs that ask for `--gpus=1` are scheduled as on a
-GPU cluster. Known behaviour of Slurm 22.05 with snakemake-executor-plugin-slurm 2.8: the
+Needs root and Debian's slurm-wlm and munge. The node offers `cpus` job slots (more than the
+machine's cores if asked: the test's jobs are short and mostly wait on process start-up and
+on the executor's status polls), 90% of the memory and fake GPUs (device files such as
+/dev/null), so jobs that ask for `--gpus=1` are scheduled as on a GPU cluster. Known behaviour of Slurm 22.05 with snakemake-executor-plugin-slurm 2.8: the
 plugin's job step strips SLURM_CONF, so the configuration must also be reachable at
 /etc/slurm/slurm.conf; without slurmdbd the plugin must poll with squeue.
 """
@@ -33,7 +34,10 @@ def missing_requirements() -> str | None:
 
 
 class Cluster:
-    def __init__(self, gpus: int = 2):
+    def __init__(self, gpus: int = 2, cpus: int | None = None):
+        if not 1 <= gpus <= 4:
+            raise ValueError("between 1 and 4 fake GPUs")
+        self.cpus = cpus or os.cpu_count() or 1
         self.root = Path(tempfile.mkdtemp(prefix="iwae-slurm-"))
         self.gpus = gpus
         self.munge = self.root / "munge"
@@ -58,7 +62,6 @@ class Cluster:
              f"--log-file={self.munge}/munged.log", f"--seed-file={self.munge}/munged.seed"],
             check=True, capture_output=True,
         )  # fmt: skip
-        cpus = os.cpu_count() or 1
         memory = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20 * 0.9)
         self.conf.write_text(
             f"""ClusterName=iwaetest
@@ -88,12 +91,17 @@ SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 MinJobAge=600
 KillWait=5
+SlurmdParameters=config_overrides
 GresTypes=gpu
-NodeName=localhost CPUs={cpus} RealMemory={memory} Gres=gpu:{self.gpus} State=UNKNOWN
+NodeName=localhost CPUs={self.cpus} RealMemory={memory} Gres=gpu:{self.gpus} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """
         )
-        (self.state / "gres.conf").write_text(f"AutoDetect=off\nNodeName=localhost Name=gpu Count={self.gpus}\n")
+        # fake GPUs: harmless device files stand in for /dev/nvidia*
+        devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random"][: self.gpus]
+        (self.state / "gres.conf").write_text(
+            "AutoDetect=off\n" + "".join(f"NodeName=localhost Name=gpu File={d}\n" for d in devices)
+        )
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
         if SYSTEM_CONF.is_symlink():
             SYSTEM_CONF.unlink()
@@ -114,14 +122,16 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
         raise RuntimeError(f"slurm node did not become idle:\n{logs}")
 
     def jobs(self) -> list[dict[str, str]]:
-        """Jobs Slurm still remembers (MinJobAge): name, state, requested TRES per node."""
+        """Jobs Slurm still remembers (MinJobAge), as `scontrol show job` key=value records
+        (JobId, JobState, TresPerJob, Comment, ...)."""
         out = subprocess.run(
-            ["squeue", "-h", "--states=all", "-o", "%i|%j|%T|%b"],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
+            ["scontrol", "show", "job", "-o"], env={**os.environ, **self.env}, capture_output=True, text=True
         ).stdout
-        return [dict(zip(("id", "name", "state", "tres"), line.split("|"))) for line in out.splitlines() if line]
+        return [
+            dict(item.split("=", 1) for item in line.split() if "=" in item)
+            for line in out.splitlines()
+            if line.startswith("JobId=")
+        ]
 
     def stop(self) -> None:
         for pid_file in (

@@ -26,7 +26,7 @@ def cluster():
         if os.environ.get("IWAE_REQUIRE_SLURM") == "1":
             pytest.fail(f"Slurm required but unavailable: {why}")
         pytest.skip(f"Slurm unavailable: {why}")
-    c = slurm.Cluster(gpus=2).start()
+    c = slurm.Cluster(gpus=4, cpus=8).start()
     yield c
     c.stop()
 
@@ -34,14 +34,18 @@ def cluster():
 def test_smoke_preset_through_slurm_profile(cluster, tmp_path, raw_dir):
     work = tmp_path / "work"
     work.mkdir()
-    fake_gpu = overlay(tmp_path / "gpu.yaml", "compute:\n  gpus_per_job: 1\n")
+    # Table 1 and the two-stage runs that depend on it: every rule, and cross-job dependencies;
+    # the other experiments add only more of the same jobs (they run in test_workflow)
+    overrides = overlay(tmp_path / "slurm.yaml", "run_experiments: [table1, table2]\ncompute:\n  gpus_per_job: 1\n")
     cmd = [
         "timeout", "-k", "30", "1200",  # snakemake waits for running jobs on SIGTERM
         SNAKEMAKE, "-s", ROOT / "Snakefile", "--directory", work,
         "--workflow-profile", ROOT / "profiles/slurm",
-        "--configfile", ROOT / "presets/smoke.yaml", fake_gpu,
+        "--configfile", ROOT / "presets/smoke.yaml", overrides,
         "--slurm-status-command", "squeue",  # no slurmdbd here: sacct cannot answer
-        "--slurm-init-seconds-before-status-checks", "2",
+        # first status poll after 6 s, about one smoke job's length (the plugin adds 10 s to
+        # the interval after every poll that finds nothing finished)
+        "--slurm-init-seconds-before-status-checks", "6",
         "--jobs", "8",
     ]  # fmt: skip
     result = subprocess.run(
@@ -52,11 +56,21 @@ def test_smoke_preset_through_slurm_profile(cluster, tmp_path, raw_dir):
         env={**os.environ, **cluster.env, "IWAE_DATA_MIRROR": str(raw_dir)},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    runs = 24 + 2  # Table 1 and Table 2
     with open(work / "results/tables/summary.csv") as f:
-        assert len(list(csv.DictReader(f))) == 24
+        assert len(list(csv.DictReader(f))) == runs
     assert (work / "results/report.tex").exists() and (work / "results/tables/table1.md").exists()
-    jobs = cluster.jobs()
-    assert len(jobs) >= 24 + 24, jobs  # every rule ran as a Slurm job
-    assert all(j["state"] == "COMPLETED" for j in jobs), [j for j in jobs if j["state"] != "COMPLETED"]
-    gpu_jobs = [j for j in jobs if "gpu" in j["tres"]]
-    assert len(gpu_jobs) >= 48, jobs  # training and evaluation asked for a GPU
+    # the plugin names each job's rule and wildcards in its comment
+    jobs = {j.get("Comment", ""): j for j in cluster.jobs()}
+    heavy = {name for name in jobs if name.startswith(("rule_train_", "rule_evaluate_"))}
+    assert len(heavy) == 2 * runs and "rule_train_wildcards_table2_mnist-1l-vae-k1-to-iwae-k50-s1" in heavy
+    assert {name for name in jobs if name.startswith("rule_prepare_")} == {
+        "rule_prepare_wildcards_mnist",
+        "rule_prepare_wildcards_omniglot-resized",
+    }
+    assert len(jobs) == 2 * runs + 2, sorted(jobs)  # fetch and the report rules run locally
+    assert all(j["JobState"] == "COMPLETED" for j in jobs.values()), [
+        j for j in jobs.values() if j["JobState"] != "COMPLETED"
+    ]
+    asked_gpu = {name for name, j in jobs.items() if "gpu" in j.get("TresPerJob", "")}
+    assert asked_gpu == heavy  # training and evaluation, and only they, asked for a GPU

@@ -17,7 +17,7 @@ import matplotlib.image
 import pytest
 
 from conftest import ROOT
-from workflow import SNAKEMAKE, job_counts, overlay, snakemake
+from workflow import SNAKEFMT, SNAKEMAKE, job_counts, overlay, snakemake
 
 SMOKE = ROOT / "presets" / "smoke.yaml"
 
@@ -137,7 +137,7 @@ def test_seeds_multiply_runs(tmp_path):
 def test_lint_and_format():
     lint = subprocess.run([SNAKEMAKE, "--lint", "-s", ROOT / "Snakefile"], capture_output=True, text=True, cwd=ROOT)
     assert lint.returncode == 0 and "Congratulations" in lint.stdout + lint.stderr, lint.stdout[-3000:]
-    fmt = subprocess.run(["snakefmt", "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=ROOT)
+    fmt = subprocess.run([SNAKEFMT, "--check", "Snakefile", "workflow"], capture_output=True, text=True, cwd=ROOT)
     assert fmt.returncode == 0, fmt.stderr
 
 

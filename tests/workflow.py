@@ -6,11 +6,23 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import ROOT
 
-SNAKEMAKE = shutil.which("snakemake")
+
+def tool(name: str) -> str:
+    """A command of the environment running the tests (a venv's bin/ need not be on PATH)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is not installed beside {sys.executable} nor on PATH")
+    return found
+
+
+SNAKEMAKE = tool("snakemake")
+SNAKEFMT = tool("snakefmt")
 
 
 def snakemake(workdir: Path, *args, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:

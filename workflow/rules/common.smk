@@ -7,12 +7,17 @@ import subprocess
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 # Jobs run `python -m iwae`: the package beside this workflow, also in a conda environment
-# or a working directory elsewhere (--directory).
+# or a working directory elsewhere (--directory). Without conda, the environment running
+# Snakemake runs the jobs too, so `.venv/bin/snakemake` works without activating .venv.
 sys.path.insert(0, workflow.basedir)
-shell.prefix(f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}; ")
+_prefix = f"set -euo pipefail; export PYTHONPATH={shlex.quote(workflow.basedir)}; "
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    _prefix += f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; '
+shell.prefix(_prefix)
 
 from iwae.sources import RAW_FILES
 
