@@ -105,10 +105,12 @@ def format_table(report: dict) -> str:
     env = report["environment"]
     lines = [
         f"device: {env['device_name']} ({env['device']}), {env['threads']} threads, torch {env['torch']}",
-        f"{'what':<6} {'layers':>6} {'k':>5} {'best':>10} {'median':>10}  unit",
+        f"{'what':<6} {'layers':>6} {'k':>5} {'best':>10} {'median':>10}  {'unit':<9} {'points/s (best)':>15}",
     ]
     for r in report["results"]:
+        points = r.get("points_per_s_best", r["best"])
         lines.append(
-            f"{r['kind']:<6} {r['layers']:>6} {r['k']:>5} {r['best']:>10.1f} {r['median']:>10.1f}  {r['unit']}"
+            f"{r['kind']:<6} {r['layers']:>6} {r['k']:>5} {r['best']:>10.1f} {r['median']:>10.1f}  "
+            f"{r['unit']:<9} {points:>15.1f}"
         )
     return "\n".join(lines)
