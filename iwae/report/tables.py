@@ -139,7 +139,7 @@ def _tex(text: str) -> str:
 # --------------------------------------------------------------------------- layouts
 
 
-def _protocol_notes(df: pd.DataFrame) -> list[str]:
+def _protocol_notes(df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "trained") -> list[str]:
     notes = []
     seeds = df.groupby(["dataset", "layers", "objective", "k"]).size()
     if seeds.max() > 1:
@@ -150,8 +150,8 @@ def _protocol_notes(df: pd.DataFrame) -> list[str]:
         + ("" if eval_k == [5000] else " (the paper: k = 5000 on the whole test set)")
     )
     epochs = sorted(set(df["epochs"]))
-    if epochs != [3280]:
-        notes.append(f"trained for {', '.join(map(str, epochs))} epochs (the paper: 3,280)")
+    if epochs != [paper_epochs]:
+        notes.append(f"{trained} for {', '.join(map(str, epochs))} epochs (the paper: {paper_epochs:,})")
     for label in sorted(set(df["dataset_label"])):
         if "resized" in label:
             notes.append(
@@ -266,7 +266,7 @@ def two_stage(df_second: pd.DataFrame, first_of: dict[str, dict]) -> tuple[Table
                 ]
             )
     groups = [[("", 1), ("first stage", 2), ("second stage", 2), ("", 1)]]
-    notes = _protocol_notes(df_second)
+    notes = _protocol_notes(df_second, paper_epochs=3**7, trained="second stage trained")
     ours = Table(
         ["experiment", "NLL", "active units", "NLL", "active units", "seed"], rows, groups, notes=notes, align="lrrrrr"
     )
