@@ -3,10 +3,11 @@
 Needs root and Debian's slurm-wlm and munge. The node offers `cpus` job slots (more than the
 machine's cores if asked: the test's jobs are short and mostly wait on process start-up and
 on the executor's status polls), 90% of the memory and fake GPUs (device files such as
-/dev/null), so jobs that ask for `--gpus=1` are scheduled as on a GPU cluster. Known behaviour of Slurm 22.05 with snakemake-executor-plugin-slurm 2.8: the
-plugin's job step strips SLURM_CONF, so the configuration must also be reachable at
-/etc/slurm/slurm.conf; without slurmdbd the plugin must poll with squeue.
-"""
+/dev/null), so jobs that ask for `--gpus=1` are scheduled as on a GPU cluster.
+
+Known behaviour of Slurm 22.05 with snakemake-executor-plugin-slurm 2.8: the plugin's job
+step strips SLURM_CONF, so the configuration must also be reachable at
+/etc/slurm/slurm.conf; without slurmdbd the plugin must poll with squeue."""
 
 from __future__ import annotations
 
