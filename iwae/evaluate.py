@@ -5,6 +5,11 @@ size and combined by log-sum-exp in float64, so chunking changes memory use, not
 The test set is binarised once with a fixed, recorded seed (as the official code), from a
 CPU random stream so that it is the same test set on every device and for every run.
 
+The paper evaluates the whole test set. A smaller evaluation (`test_points`, `train_points`)
+uses points drawn at random, the same for every run, never the first N: test files can be
+sorted (Larochelle's binarised MNIST by digit, Omniglot by alphabet, and the second half of
+MNIST's test set was written by other people), so the first N points are a biased sample.
+
 A latent unit u is active if Cov_x(E_q[u | x]) > 0.01 (Burda et al., section 5.2), computed
 on the first 500 training points as in the official code; for a layer above the first, the
 posterior mean is taken given one sample of the layer below.
@@ -28,6 +33,16 @@ from iwae.provenance import environment, resolve_device
 from iwae.train import load_model_file
 
 ACTIVE_THRESHOLD = 1e-2
+SUBSET_SEED = 2016  # draws the evaluation subsets; fixed so that every run sees the same points
+
+
+def subset(total: int, n: int | None) -> Tensor:
+    """Indices of n of `total` points drawn at random without replacement, in increasing
+    order (the same for every run); all of them when n is None or at least `total`."""
+    if n is None or n >= total:
+        return torch.arange(total)
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))
+    return order[:n].sort().values
 
 
 def default_chunk(device, batch: int) -> int:
@@ -138,18 +153,24 @@ def evaluate(
     def binary(x: Tensor) -> Tensor:
         return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic else x
 
-    n_test = data.test.shape[0] if test_points is None else min(test_points, data.test.shape[0])
-    x_test = binary(data.test[:n_test])  # binarised once, the same for every run
+    # the whole test set is binarised, then subsampled: a point gets the same bits in every
+    # evaluation, whatever the subset's size
+    x_test = binary(data.test)[subset(data.test.shape[0], test_points).to(dev)]
+    n_test = x_test.shape[0]
     bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=False if quiet else None)
     ll = dataset_log_likelihood(model, x_test, k, gen, batch, chunk, bar)
     bar.close()
     record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": seed, "test": _summary(ll)}
+    record["test"]["of"] = data.test.shape[0]
     record["bounds"] = {
         str(kk): _summary(dataset_log_likelihood(model, x_test, kk, gen, batch, chunk)) for kk in (extra_k or [])
     }
     if train_points:
-        x_train = binary(data.train[: min(train_points, data.train.shape[0])])
+        # drawn from the training points the run saw (its train_subset, if any)
+        seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
+        x_train = binary(data.train[:seen][subset(seen, train_points).to(dev)])
         record["train"] = _summary(dataset_log_likelihood(model, x_train, k, gen, batch, chunk))
+        record["train"]["of"] = seen
     variances = unit_variances(model, binary(data.train[:active_points]), gen)
     record["active_units"] = {
         "threshold": threshold,

@@ -57,10 +57,13 @@ def test_train_then_evaluate_records_everything(tmp_path, prepared):
     cfg.write_text(f"data: {prepared['mnist']}\nk: 5\nepochs_per_stage: [1, 1]\ntrain_subset: 200\n")
     result = run_cli("train", "--out", run, "--config", cfg, "--seed", "7", "--quiet")
     assert result.returncode == 0, result.stderr
-    result = run_cli("evaluate", "--run", run, "--k", "100", "--test-points", "40", "--extra-k", "10", "--quiet")
+    result = run_cli("evaluate", "--run", run, "--k", "100", "--test-points", "40", "--extra-k", "10",
+                     "--train-points", "30", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     record = json.loads((run / "eval.json").read_text())
     assert record["k"] == 100 and record["test"]["points"] == 40 and record["eval_seed"] == 123
+    assert record["test"]["of"] == 10000  # 40 of the 10,000 test points
+    assert record["train"]["points"] == 30 and record["train"]["of"] == 200  # drawn from the 200 it saw
     assert record["bounds"]["10"]["log_likelihood"] <= record["test"]["log_likelihood"] + 1.0
     assert len(record["active_units"]["variances"][0]) == 50 and record["active_units"]["threshold"] == 0.01
     training = record["training"]

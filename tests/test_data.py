@@ -11,6 +11,7 @@ import torch
 
 from iwae import datasets, sources
 from iwae.errors import UserError
+from iwae.evaluate import subset
 
 
 def test_fingerprints_of_mirror_files(raw_dir):
@@ -171,3 +172,19 @@ def test_dynamic_binarization_is_unbiased_and_binary():
     assert set(torch.unique(b).tolist()) <= {0.0, 1.0}
     torch.testing.assert_close(b.mean(0), torch.tensor([0.0, 0.25, 0.5, 1.0]), atol=0.01, rtol=0)
     assert not torch.equal(datasets.binarize(x, g), b)  # fresh every call
+
+
+def test_evaluation_subsets_are_random_not_the_first_points(prepared):
+    """Larochelle's test file is sorted by digit: its first 500 points are all zeros, far more
+    ink than average. A subset for a smaller evaluation must be spread over the file."""
+    data = datasets.load(prepared["mnist-fixed"])
+    whole = data.test.mean().item()
+    first = data.test[:500].mean().item()
+    assert first - whole > 0.02  # zeros carry more ink: the bias a first-N subset would bring
+    index = subset(10000, 500)
+    assert abs(data.test[index].mean().item() - whole) < 0.005
+    assert index.unique().numel() == 500 and bool((index[1:] > index[:-1]).all())
+    assert int(index.min()) < 100 and int(index.max()) > 9900
+    torch.testing.assert_close(subset(10000, 500), index)  # the same points for every run
+    torch.testing.assert_close(subset(10000, None), torch.arange(10000))
+    torch.testing.assert_close(subset(30, 50), torch.arange(30))

@@ -17,13 +17,14 @@ from iwae.report import build, figures, records, tables
 
 
 def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1", objective="iwae", k=5,
-           seed=1, nll=90.0, units=(20,), iwae64=None, train_nll=None, init_from=None, epochs=6) -> Path:  # fmt: skip
+           seed=1, nll=90.0, units=(20,), iwae64=None, train_nll=None, init_from=None, epochs=6,
+           test_of=10000) -> Path:  # fmt: skip
     path = root / "runs" / experiment / run / "eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     label = {"mnist": "MNIST", "omniglot-resized": "Omniglot (resized)", "mnist-fixed": "MNIST (fixed binarization)"}
     rec = {
         "k": 5000,
-        "test": {"nll": nll, "log_likelihood": -nll, "stderr": 0.5, "points": 500},
+        "test": {"nll": nll, "log_likelihood": -nll, "stderr": 0.5, "points": 500, "of": test_of},
         "bounds": {"64": {"log_likelihood": iwae64, "nll": -iwae64}} if iwae64 is not None else {},
         "active_units": {
             "per_layer": list(units),
@@ -79,6 +80,21 @@ def test_two_layer_units_and_markdown(tmp_path):
     md = t.markdown("title")
     assert "MNIST IWAE NLL" in md and "| 2 " in md
     assert r"\cmidrule(lr)" in t.latex() and r"\toprule" in t.latex()
+
+
+@pytest.mark.parametrize(
+    "test_of,says",
+    [(10000, "on 500 test points drawn at random"), (500, "on the whole test set"), (None, "on the first 500")],
+)
+def test_notes_say_which_test_points(tmp_path, test_of, says):
+    p = record(tmp_path, "t", "mnist-1l-iwae-k5-s1", test_of=test_of)
+    if test_of is None:  # a record from before evaluation subsets were drawn at random
+        rec = json.loads(p.read_text())
+        del rec["test"]["of"]
+        p.write_text(json.dumps(rec))
+    notes = " ".join(tables.nll_au(records.frame([p])).notes)
+    assert says in notes
+    assert ("the paper: k = 5000 on the whole test set" in notes) == (test_of != 500)
 
 
 def test_latex_refuses_characters_it_cannot_spell():

@@ -56,6 +56,7 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     import torch
 
     from iwae import datasets
+    from iwae.evaluate import subset
     from iwae.model import IWAEModel
     from iwae.train import load_model_file
 
@@ -63,7 +64,7 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     data = datasets.load(Path(data_path))
     g = torch.Generator().manual_seed(seed)
     drawn = model.sample(64, g).numpy()
-    x = data.test[:32]
+    x = data.test[subset(data.test.shape[0], 32)]  # test files can be sorted by class
     x = datasets.binarize(x, g) if data.dynamic else x
     rec = model.reconstruct(x, g).numpy()
     pairs = np.stack([x.numpy(), rec], 1).reshape(64, 784)  # original, reconstruction, ...

@@ -13,10 +13,17 @@ from iwae.errors import UserError
 
 COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
-    "nll", "nll_stderr", "test_points", "eval_k", "active_units", "active_total", "iwae64", "train_nll",
+    "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64", "train_nll",
     "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision", "init_from",
     "run_dir",
 ]  # fmt: skip
+
+
+def _selection(summary: dict) -> str:
+    """How the evaluated points were chosen: 'all', 'random' or (older records) 'first'."""
+    if "of" not in summary:
+        return "first"
+    return "all" if summary["points"] >= summary["of"] else "random"
 
 
 def load_record(path: Path) -> dict:
@@ -49,6 +56,7 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "nll": rec["test"]["nll"],
             "nll_stderr": rec["test"]["stderr"],
             "test_points": rec["test"]["points"],
+            "test_selection": _selection(rec["test"]),
             "eval_k": rec["k"],
             "active_units": "+".join(map(str, rec["active_units"]["per_layer"])),
             "active_total": sum(rec["active_units"]["per_layer"]),
@@ -103,6 +111,7 @@ def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             train_nll_sd=("train_nll", "std"),
             dataset_label=("dataset_label", "first"),
             test_points=("test_points", "min"),
+            test_selection=("test_selection", "first"),
             eval_k=("eval_k", "first"),
         )
         .reset_index()

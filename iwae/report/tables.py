@@ -145,9 +145,17 @@ def _protocol_notes(df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "
     if seeds.max() > 1:
         notes.append(f"mean ± sd over n = {seeds.min()}{'' if seeds.min() == seeds.max() else f'–{seeds.max()}'} seeds")
     eval_k, points = sorted(set(df["eval_k"])), int(df["test_points"].min())
+    where = {
+        "all": f"the whole test set ({points:,} points)",
+        "random": f"{points:,} test points drawn at random (the same for every run)",
+        "first": f"the first {points:,} test points",
+    }
+    selections = set(df.get("test_selection", pd.Series(["first"])))
+    where = where[next(iter(selections))] if len(selections) == 1 else f"{points:,} or more test points"
+    paper = (eval_k, selections) == ([5000], {"all"})
     notes.append(
-        f"NLL = −L_k with k = {', '.join(map(str, eval_k))} on {points:,} test points"
-        + ("" if eval_k == [5000] else " (the paper: k = 5000 on the whole test set)")
+        f"NLL = −L_k with k = {', '.join(map(str, eval_k))} on {where}"
+        + ("" if paper else " (the paper: k = 5000 on the whole test set)")
     )
     epochs = sorted(set(df["epochs"]))
     if epochs != [paper_epochs]:
@@ -193,7 +201,7 @@ def nll_au(df: pd.DataFrame) -> Table:
             rows.append(row)
     notes = _protocol_notes(df)
     if with_train:
-        notes.append("train NLL: L_k on the first training points; gap = test − train NLL")
+        notes.append("train NLL: L_k on training points the run trained on; gap = test − train NLL")
     return Table(["stoch. layers", "k", *sub * (len(datasets) * len(objectives))], rows, groups, midrules, notes,
                  align="cc" + "r" * (len(sub) * len(datasets) * len(objectives)))  # fmt: skip
 
