@@ -10,6 +10,7 @@ import json
 import statistics
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from iwae.errors import UserError
@@ -39,7 +40,7 @@ def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1"
             "environment": {"device": "cpu", "device_name": "test cpu", "torch": "x", "git": {"revision": "abc"}},
         },
         "eval_seconds": 5.0,
-        "environment": {"device": "cpu"},
+        "environment": {"device": "cpu", "git": {"revision": "def"}},
     }
     if train_nll is not None:
         rec["train"] = {"nll": train_nll, "log_likelihood": -train_nll, "stderr": 0.5, "points": 500}
@@ -157,6 +158,8 @@ def test_summary_keeps_every_run(tmp_path):
     build.summary(paths, tmp_path / "s.csv", tmp_path / "s.md")
     lines = (tmp_path / "s.csv").read_text().splitlines()
     assert len(lines) == 5 and "git_revision" in lines[0]
+    frame = pd.read_csv(tmp_path / "s.csv")
+    assert set(frame["git_revision"]) == {"abc"} and set(frame["eval_git_revision"]) == {"def"}  # train, eval
     assert statistics.mean(float(x.split(",")[9]) for x in lines[1:]) == pytest.approx(81.5)
 
 

@@ -13,9 +13,9 @@ from iwae.errors import UserError
 
 COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
-    "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64", "train_nll",
-    "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision", "init_from",
-    "run_dir",
+    "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
+    "train_nll", "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
+    "eval_git_revision", "init_from", "run_dir",
 ]  # fmt: skip
 
 
@@ -68,7 +68,8 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "eval_seconds": rec["eval_seconds"],
             "device": env.get("device_name", env.get("device")),
             "torch": env.get("torch"),
-            "git_revision": (env.get("git") or {}).get("revision"),
+            "git_revision": (env.get("git") or {}).get("revision"),  # of the training
+            "eval_git_revision": (rec["environment"].get("git") or {}).get("revision"),
             "init_from": cfg.get("init_from"),
             "run_dir": str(path.parent),
         }

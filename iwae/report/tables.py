@@ -329,7 +329,8 @@ def first_stage_rows(df_second: pd.DataFrame) -> dict[str, dict]:
 
 def summary(df: pd.DataFrame) -> Table:
     cols = ["experiment", "run", "dataset", "layers", "objective", "k", "seed", "nll", "nll_stderr",
-            "active_units", "epochs", "train_seconds", "eval_seconds", "device", "git_revision"]  # fmt: skip
+            "active_units", "epochs", "train_seconds", "eval_seconds", "device", "git_revision",
+            "eval_git_revision"]  # fmt: skip
     rows = [
         [str(v) if not isinstance(v, float) else (f"{v:.3f}" if not math.isnan(v) else DASH) for v in r]
         for r in df[cols].itertuples(index=False)
