@@ -7,8 +7,8 @@ CPU random stream so that it is the same test set on every device and for every 
 
 The paper evaluates the whole test set. A smaller evaluation (`test_points`, `train_points`)
 uses points drawn at random, the same for every run, never the first N: test files can be
-sorted (Larochelle's binarised MNIST by digit, Omniglot by alphabet, and the second half of
-MNIST's test set was written by other people), so the first N points are a biased sample.
+sorted (Larochelle's binarised MNIST by digit, Omniglot by alphabet; MNIST's first 5,000 test
+images are the cleaner, easier half), so the first N points are a biased sample.
 
 A latent unit u is active if Cov_x(E_q[u | x]) > 0.01 (Burda et al., section 5.2), computed
 on the first 500 training points as in the official code; for a layer above the first, the
