@@ -145,14 +145,14 @@ def _protocol_notes(df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "
     if seeds.max() > 1:
         notes.append(f"mean ± sd over n = {seeds.min()}{'' if seeds.min() == seeds.max() else f'–{seeds.max()}'} seeds")
     eval_k, points = sorted(set(df["eval_k"])), int(df["test_points"].min())
+    selections = set(df["test_selection"])
+    selection = selections.pop() if len(selections) == 1 else "mixed"
     where = {
         "all": f"the whole test set ({points:,} points)",
         "random": f"{points:,} test points drawn at random (the same for every run)",
         "first": f"the first {points:,} test points",
-    }
-    selections = set(df.get("test_selection", pd.Series(["first"])))
-    where = where[next(iter(selections))] if len(selections) == 1 else f"{points:,} or more test points"
-    paper = (eval_k, selections) == ([5000], {"all"})
+    }.get(selection, f"{points:,} or more test points")
+    paper = eval_k == [5000] and selection == "all"
     notes.append(
         f"NLL = −L_k with k = {', '.join(map(str, eval_k))} on {where}"
         + ("" if paper else " (the paper: k = 5000 on the whole test set)")
