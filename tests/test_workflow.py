@@ -16,6 +16,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from iwae.config import TrainConfig
+
 from conftest import ROOT
 from workflow import SNAKEFMT, SNAKEMAKE, job_counts, overlay, snakemake
 
@@ -144,8 +146,13 @@ def test_quick_preset_anneals_table1_to_the_papers_last_learning_rate(tmp_path):
     assert len(commands) == 24
     for command in commands:
         flags = dict(re.findall(r"--([a-z0-9-]+) ([^-\s]\S*)", command))
-        stages = len(flags["epochs-per-stage"].split(","))
-        last_lr = float(flags["lr"]) * 10 ** (-(stages - 1) / float(flags["lr-decade-stages"]))
+        schedule = TrainConfig(
+            data=flags["data"],
+            epochs_per_stage=[int(e) for e in flags["epochs-per-stage"].split(",")],
+            lr=float(flags["lr"]),
+            lr_decade_stages=float(flags["lr-decade-stages"]),
+        )
+        last_lr = schedule.learning_rate(len(schedule.epochs_per_stage) - 1)
         assert math.isclose(last_lr, 1e-4, rel_tol=1e-6), command
         assert flags["train-subset"] == "23000"
 
