@@ -1,11 +1,12 @@
 """Where the raw dataset files come from and how each is recognised.
 
-Every raw file has one or more published fingerprints and an ordered list of sources. A
-local mirror (a directory laid out like `mirror/mnist/train-images-idx3-ubyte.gz`, or an
-http(s) base URL) is tried first, then the canonical URL, then known public mirrors. Each
-source gets a timeout and a few retries; every candidate is verified before it replaces the
-destination, and a failure reports every source tried and why. Partial downloads never
-survive: they live under a temporary name until verified.
+Every raw file (declared in `iwae.catalogue`) has one or more published fingerprints and an
+ordered list of sources. A local mirror (a directory laid out like
+`mirror/mnist/train-images-idx3-ubyte.gz`, or an http(s) base URL) is tried first, then the
+canonical URL, then known public mirrors. Each source gets a timeout and a few retries;
+every candidate is verified before it replaces the destination, and a failure reports every
+source tried and why. Partial downloads never survive: they live under a temporary name
+until verified.
 """
 
 from __future__ import annotations
@@ -169,108 +170,10 @@ def _describe(raw: RawFile) -> str:
     )
 
 
-# --------------------------------------------------------------------------- registry
-
-_MNIST_URLS = (
-    "http://yann.lecun.com/exdb/mnist/",  # canonical
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",  # PyTorch's mirror
-    "https://storage.googleapis.com/cvdf-datasets/mnist/",  # TensorFlow's mirror
-)
-
-
-def _mnist(filename: str, sha256: str, md5: str) -> RawFile:
-    return RawFile(
-        f"mnist/{filename}",
-        (Fingerprint("sha256", sha256), Fingerprint("md5", md5)),
-        tuple(base + filename for base in _MNIST_URLS),
-    )
-
-
-def _binarized(split: str, sha256_plain: str) -> RawFile:
-    filename = f"binarized_mnist_{split}.amat"
-    return RawFile(
-        f"binarized_mnist/{filename}.gz",
-        (Fingerprint("sha256", sha256_plain, of_decompressed=True, note="Larochelle's original .amat"),),
-        (f"http://www.cs.toronto.edu/~larocheh/public/datasets/binarized_mnist/{filename}",),
-        mirror_names=(f"binarized_mnist/{filename}",),
-    )
-
-
-def _omniglot_zip(filename: str, canonical_md5: str, repack_sha256: str) -> RawFile:
-    return RawFile(
-        f"omniglot_raw/{filename}",
-        (
-            Fingerprint("md5", canonical_md5, note="brendenlake/omniglot python/" + filename),
-            Fingerprint("sha256", repack_sha256, note="lossless repack (no tIME chunks)"),
-        ),
-        tuple(
-            base + filename
-            for base in (
-                "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/",
-                "https://github.com/brendenlake/omniglot/raw/master/python/",
-            )
-        ),
-    )
-
-
-RAW_FILES = {
-    "mnist": (
-        _mnist(
-            "train-images-idx3-ubyte.gz",
-            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        ),
-        _mnist(
-            "train-labels-idx1-ubyte.gz",
-            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-            "d53e105ee54ea40749a09fcbcd1e9432",
-        ),
-        _mnist(
-            "t10k-images-idx3-ubyte.gz",
-            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-            "9fb629c4189551a2d022fa330f9573f3",
-        ),
-        _mnist(
-            "t10k-labels-idx1-ubyte.gz",
-            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-            "ec29112dd5afa0611ce80d1b7f02629c",
-        ),
-    ),
-    "mnist-fixed": (
-        _binarized("train", "ad693b29f94c14277b095f5238ddefbbdaaae0939789dd2f4f0205278cee3e4d"),
-        _binarized("valid", "1de3d397c40fe8eeb33dafd4099a1f665ec01e96d9be234aaeeac8a34930e2e2"),
-        _binarized("test", "e6687bfea3f820c174f33b7865140b2a2dd2930ef786f35d45795fc193b5ab2c"),
-    ),
-    "omniglot": (
-        RawFile(
-            "omniglot/chardata.mat",
-            # the only published fingerprint: the git blob id in yburda/iwae
-            (Fingerprint("git-blob", "016a3536ffe5e1d38e42563a18d7a78bfaf643ec", note="yburda/iwae"),),
-            (
-                "https://raw.githubusercontent.com/yburda/iwae/master/datasets/OMNIGLOT/chardata.mat",
-                "https://github.com/yburda/iwae/raw/master/datasets/OMNIGLOT/chardata.mat",
-            ),
-        ),
-    ),
-    "omniglot-resized": (
-        _omniglot_zip(
-            "images_background.zip",
-            "68d2efa1b9178cc56df9314c21c6e718",
-            "a7906ec85338c6d6b43f29fdedbb1bfb3a2af576a41cb665a4d036de01b85d4b",
-        ),
-        _omniglot_zip(
-            "images_evaluation.zip",
-            "6b91aef0f799c5bb55b94e3f2daec811",
-            "5d11ef164151762b04eb00aed98b24cee2716f8d098a3d5e801384ae0b9d7c03",
-        ),
-    ),
-}
-
-
 def raw_files(dataset: str) -> tuple[RawFile, ...]:
-    if dataset not in RAW_FILES:
-        raise UserError(f"dataset {dataset!r}: unknown; expected one of {', '.join(RAW_FILES)}")
-    return RAW_FILES[dataset]
+    from iwae import catalogue  # which files a dataset has is the catalogue's to say
+
+    return catalogue.get(dataset).raw_files
 
 
 def fetch(dataset: str, dest_dir: Path, mirror: str | None = None, only: str | None = None, **kwargs) -> list[Path]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from iwae import datasets, sources
+from iwae import catalogue, datasets, parsers, sources
 from iwae.errors import UserError
 from iwae.evaluate import subset
 
@@ -76,7 +76,7 @@ def test_plain_amat_source_is_gzipped_and_verified(tmp_path, raw_dir):
 def test_mnist_official_split(prepared, raw_dir):
     data = datasets.load(prepared["mnist"])
     assert (data.train.shape, data.valid.shape, data.test.shape) == ((59600, 784), (400, 784), (10000, 784))
-    images = datasets.read_idx(raw_dir / "mnist/train-images-idx3-ubyte.gz", 2051).reshape(-1, 784)
+    images = parsers.read_idx(raw_dir / "mnist/train-images-idx3-ubyte.gz", 2051).reshape(-1, 784)
     # no shuffle: the validation set is the last 400 training images
     np.testing.assert_array_equal(data.train[0].numpy(), images[0] / np.float32(255))
     np.testing.assert_array_equal(data.valid[-1].numpy(), images[-1] / np.float32(255))
@@ -103,7 +103,7 @@ def test_omniglot_resized_split_and_images(prepared, raw_dir):
 def test_area_resize_averages_exact_areas():
     """Each output pixel covers 3.75 x 3.75 source pixels, fractional edges weighted by area
     (unlike PIL's BOX filter, which rounds the footprint to whole pixels)."""
-    r = datasets.area_resize_matrix()
+    r = parsers.area_resize_matrix()
     np.testing.assert_allclose(r.sum(1), 1.0)  # a constant image stays constant
     ramp = np.arange(105, dtype=np.float64)
     np.testing.assert_allclose((r @ ramp)[0], (0 + 1 + 2 + 0.75 * 3) / 3.75)
@@ -123,16 +123,16 @@ def test_chardata_fortran_order_and_shapes(tmp_path):
         tmp_path / "chardata.mat",
         {"data": train.reshape(30, -1, order="F").T, "testdata": test.reshape(7, -1, order="F").T},
     )
-    got_train, got_test = datasets.read_chardata(tmp_path / "chardata.mat", n_train=30, n_test=7)
+    got_train, got_test = parsers.read_chardata(tmp_path / "chardata.mat", n_train=30, n_test=7)
     np.testing.assert_array_equal(got_train.reshape(-1, 28, 28), train)
     np.testing.assert_array_equal(got_test.reshape(-1, 28, 28), test)
     with pytest.raises(UserError, match="'data' has shape"):
-        datasets.read_chardata(tmp_path / "chardata.mat")  # the paper's sizes are asserted
+        parsers.read_chardata(tmp_path / "chardata.mat")  # the paper's sizes are asserted
 
 
 def test_omniglot_shuffle_and_holdout_follow_official_seed():
     train = np.arange(24345, dtype=np.float32)[:, None].repeat(784, 1)
-    kept, held = datasets._holdout(train, 1345, shuffle=True)
+    kept, held = catalogue._holdout(train, 1345, shuffle=True)
     perm = np.random.RandomState(123).permutation(24345)
     assert kept.shape[0] == 23000 and held.shape[0] == 1345
     np.testing.assert_array_equal(held[:, 0], perm[-1345:])
@@ -151,11 +151,11 @@ def test_idx_and_amat_parsers_reject_damaged_files(tmp_path):
     bad = tmp_path / "bad.gz"
     bad.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 20))
     with pytest.raises(UserError, match="bad.gz"):
-        datasets.read_idx(bad, 2051)
+        parsers.read_idx(bad, 2051)
     amat = tmp_path / "bad.amat"
     amat.write_text("0 1 2\n")
     with pytest.raises(UserError, match="bad.amat"):
-        datasets.read_amat(amat)
+        parsers.read_amat(amat)
 
 
 def test_damaged_prepared_file_is_a_one_line_error(tmp_path):
