@@ -1,8 +1,13 @@
-"""The configuration of one training run: the paper's protocol by default, every deviation
-a named option. Values are validated here, with errors that name the key at fault.
+"""The configuration of one training run (`TrainConfig`) and of one evaluation (`EvalConfig`):
+the paper's protocol by default, every deviation a named option. Values are validated here,
+with errors that name the key at fault. Each field is a config key of the workflow (in
+`protocol:` or `evaluation:`) and a command-line flag (`python -m iwae train|evaluate`).
 
-Fields marked runtime (device, threads, checkpoint interval) decide where and how fast a run
-goes, not what it computes; they are left out of the fingerprint that guards resumption.
+Fields marked runtime (device, threads, checkpoint interval, backend, chunk) decide where and
+how fast a run goes, not what it computes; they are left out of the fingerprint that guards
+resumption. Fields marked workflow are read by the workflow only (which figures to draw).
+
+Importing this module does not import PyTorch, so that configuration checks start fast.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,17 +24,73 @@ from iwae.architecture import Architecture
 from iwae.errors import UserError
 
 PAPER_EPOCHS = [3**i for i in range(8)]  # 1, 3, ..., 2187: 3,280 epochs in 8 stages
+OPTIMIZERS = ("adam", "adam-official")
+BACKENDS = ("auto", "fused", "autograd")
 
 
 def _opt(default, help: str, **kw):
-    """A configuration field with its help text (shown by `python -m iwae train --help`)."""
+    """A configuration field with its help text (shown by `python -m iwae <verb> --help`)."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
 
 
+class _Options:
+    """What TrainConfig and EvalConfig share: construction from a mapping, checks, flags."""
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "") -> _Options:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(
+                f"{where + ': ' if where else ''}unknown {cls.KIND} option {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+        try:
+            return cls(**values)
+        except UserError as e:
+            raise UserError(f"{where}: {e}" if where else str(e)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def _need(self, ok: bool, key: str, why: str) -> None:
+        if not ok:
+            raise UserError(f"{key}: {getattr(self, key)!r} {why}")
+
+    def _positive_int(self, key: str, allow_none: bool = False) -> None:
+        value = getattr(self, key)
+        ok = (value is None and allow_none) or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+        self._need(ok, key, "must be a positive integer" + (" or null" if allow_none else ""))
+
+    def _positive_number(self, key: str) -> None:
+        value = getattr(self, key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+        self._need(ok, key, "must be a positive number")
+
+    def _runtime_checks(self) -> None:
+        self._need(self.backend in BACKENDS, "backend", f"must be one of {', '.join(BACKENDS)}")
+        self._positive_int("threads", allow_none=True)
+        self._need(
+            self.device == "auto" or self.device == "cpu" or str(self.device).startswith("cuda"),
+            "device",
+            "must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
+        )
+
+    @classmethod
+    def option_fields(cls, *, workflow: bool = False) -> list[dataclasses.Field]:
+        """The fields that are command-line options (and, with workflow=True, the others too)."""
+        return [f for f in dataclasses.fields(cls) if workflow or not f.metadata.get("workflow")]
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        return typing.get_type_hints(cls)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_Options):
+    KIND: typing.ClassVar[str] = "training"
+
     data: str = _opt("", "prepared dataset (.npz) written by `iwae prepare`")
     layers: str = _opt("1", "stochastic layers: 1 or 2 (the paper's), or a spec like '200-200-100/100-100-50'")
     objective: str = _opt("iwae", "vae, iwae, miwae-m<M>, piwae-m<M>, ciwae-b<beta>, stl or dreg")
@@ -49,37 +111,28 @@ class TrainConfig:
     init_from: str | None = _opt(
         None, "a finished run's model.pt to continue from, parameters and optimizer state (two-stage runs)"
     )
+    backend: str = _opt(
+        "auto",
+        "how gradients are computed: 'fused' (hand-written, Burda et al.'s model only), 'autograd', "
+        "or 'auto' (fused where it applies); the same gradients either way",
+        runtime=True,
+    )
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
-    threads: int | None = _opt(None, "CPU threads (default: PyTorch's choice)", runtime=True)
+    threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
     checkpoint_minutes: float = _opt(10.0, "write a checkpoint at least this often inside long stages", runtime=True)
 
     def __post_init__(self):
         self.validate()
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown training option {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def validate(self) -> None:
-        from iwae.objectives import Objective  # imports PyTorch: only when a run is configured
-        from iwae.optim import VARIANTS as OPTIMIZERS
+        from iwae.objectives import Objective
 
-        def need(ok: bool, key: str, why: str):
-            if not ok:
-                raise UserError(f"{key}: {getattr(self, key)!r} {why}")
-
-        need(bool(self.data), "data", "must name a prepared dataset (.npz)")
+        need = self._need
+        need(isinstance(self.data, str) and bool(self.data), "data", "must name a prepared dataset (.npz)")
         self.layers = str(self.layers)
         Architecture.parse(self.layers)
         objective = Objective.parse(self.objective)
-        need(isinstance(self.k, int) and self.k >= 1, "k", "must be a positive integer")
+        self._positive_int("k")
         objective.check_samples(self.k)
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         need(
@@ -90,31 +143,17 @@ class TrainConfig:
             "must be a non-empty list of positive integers",
         )
         for key in ("lr", "lr_decade_stages", "adam_eps", "checkpoint_minutes"):
-            value = getattr(self, key)
-            need(isinstance(value, (int, float)) and math.isfinite(value) and value > 0, key, "must be positive")
+            self._positive_number(key)
         need(self.lr_rounding in ("none", "official"), "lr_rounding", "must be 'none' or 'official'")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "must be a positive integer")
+        self._positive_int("batch_size")
         need(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         for key in ("adam_beta1", "adam_beta2"):
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and 0 <= value < 1, key, "must lie in [0, 1)")
         need(isinstance(self.shuffle, bool), "shuffle", "must be true or false")
-        need(
-            self.train_subset is None or (isinstance(self.train_subset, int) and self.train_subset >= 1),
-            "train_subset",
-            "must be a positive integer or null",
-        )
+        self._positive_int("train_subset", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
-        need(
-            self.threads is None or (isinstance(self.threads, int) and self.threads >= 1),
-            "threads",
-            "must be a positive integer or null",
-        )
-        need(
-            self.device == "auto" or self.device == "cpu" or str(self.device).startswith("cuda"),
-            "device",
-            "must be 'auto', 'cpu', 'cuda' or 'cuda:N'",
-        )
+        self._runtime_checks()
 
     def learning_rate(self, stage: int) -> float:
         lr = self.lr * 10.0 ** (-stage / self.lr_decade_stages)
@@ -132,3 +171,56 @@ class TrainConfig:
         values = {k: v for k, v in self.to_dict().items() if k not in runtime}
         values["data_sources"] = data_sources
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EvalConfig(_Options):
+    KIND: typing.ClassVar[str] = "evaluation"
+
+    k: int = _opt(5000, "importance samples per point for the log-likelihood estimate L_k")
+    test_points: int | None = _opt(None, "N test points drawn at random, the same for every run; none: all of them")
+    extra_k: list[int] = _opt([], "also report L_k for these k, e.g. 64 (Rainforth et al.'s IWAE-64)")
+    train_points: int = _opt(0, "also L_k on N random training points the run trained on (train-test gap)")
+    active_points: int = _opt(500, "training points for the active-unit count (official code: 500)")
+    seed: int = _opt(123, "seed of the test set's one-off binarisation and of the samples")
+    batch: int = _opt(20, "test points per pass (the official code: 20)")
+    chunk: int | None = _opt(None, "samples per point per pass; none: by device", runtime=True)
+    backend: str = _opt("auto", "'fused', 'autograd' or 'auto': the forward pass used (the same values)", runtime=True)
+    device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
+    threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
+    samples_figure: bool = _opt(True, "draw samples and reconstructions of every run", workflow=True)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for key in ("k", "active_points", "batch"):
+            self._positive_int(key)
+        self._positive_int("test_points", allow_none=True)
+        self._positive_int("chunk", allow_none=True)
+        self._need(
+            isinstance(self.extra_k, list) and all(isinstance(v, int) and v >= 1 for v in self.extra_k),
+            "extra_k",
+            "must be a list of positive integers",
+        )
+        self._need(isinstance(self.train_points, int) and self.train_points >= 0, "train_points", "must be 0 or more")
+        self._need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
+        self._need(isinstance(self.samples_figure, bool), "samples_figure", "must be true or false")
+        self._runtime_checks()
+
+
+def flags(values: dict[str, Any]) -> list[str]:
+    """Command-line flags for option values: `{"batch_size": 20, "shuffle": False}` ->
+    ["--batch-size", "20", "--no-shuffle"]. Unset values (None, []) are left out."""
+    out = []
+    for key, value in values.items():
+        flag = "--" + key.replace("_", "-")
+        if value is None or value == []:
+            continue
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{key.replace('_', '-')}")
+        elif isinstance(value, list):
+            out += [flag, ",".join(map(str, value))]
+        else:
+            out += [flag, str(value)]
+    return out

@@ -1,7 +1,15 @@
 """Training objectives as estimators: functions of the (k, batch) log importance weights.
 
 Each estimator returns the value of the bound it optimises (per data point, for the logs)
-and the per-sample coefficients that define its gradient (`iwae.model.Coefficients`):
+and the per-sample coefficients that define its gradient:
+
+    grad = sum_i decoder_i * d/dtheta log w_i                       (generative network)
+         + sum_i path_i  * [d log w_i / dh_i] dh_i/dphi             (recognition, through samples)
+         + sum_i score_i * d/dphi log w_i |_(h_i fixed)             (recognition, score term)
+
+With score = path this is the full reparameterised gradient of sum_i path_i log w_i; STL and
+DReG drop the score term (score = None). A backend (`iwae.backends`) turns the coefficients
+into gradients, so every estimator is written once, for any model.
 
     vae    mean_i log w_i (no analytic KL, as in the paper)        decoder = path = score = 1/k
     iwae   log (1/k) sum_i w_i                                      decoder = path = score = w~_i
@@ -14,6 +22,11 @@ and the per-sample coefficients that define its gradient (`iwae.model.Coefficien
 w~ are the normalised weights, treated as constants. Coefficients are divided by the batch
 size, so gradients are those of the batch mean. An objective is named by a short spec:
 "iwae", "vae", "miwae-m8", "piwae-m4", "ciwae-b0.05", "stl", "dreg".
+
+This module is the registry of objectives: the config checks, the workflow, the command line
+and the report read names, parameters, labels and constraints from `REGISTRY`. It does not
+import PyTorch (the estimators use tensor methods only), so configuration checks start fast.
+A new objective is one `@estimator(...)` function here and its test.
 """
 
 from __future__ import annotations
@@ -22,12 +35,24 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from iwae.errors import UserError
-from iwae.model import Coefficients
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+
+@dataclass
+class Coefficients:
+    """Per-sample weights (k, batch) of the gradient terms; see the module docstring.
+
+    `score is path` selects the full gradient; `score=None` drops the score term.
+    """
+
+    decoder: Tensor
+    path: Tensor
+    score: Tensor | None
 
 
 @dataclass
@@ -36,10 +61,43 @@ class Estimate:
     coefficients: Coefficients
 
 
+@dataclass(frozen=True)
+class Estimator:
+    """One registered objective: its function and everything the rest of the project asks."""
+
+    name: str
+    function: Callable[..., Estimate]
+    label: str  # how tables name it; "{}" stands for the parameter, e.g. "MIWAE(M={})"
+    letter: str | None = None  # how a spec names the parameter: "miwae-m8"
+    kind: type | None = None  # the parameter's type
+    check: Callable[[Any], str | None] | None = None  # why a parameter value is invalid
+    groups: bool = False  # splits the k samples into `param` groups (k divisible by it)
+    # the encoder's gradient flows through the samples only: q's parameters are stopped
+    # inside log q (the score term is dropped or reweighted)
+    stops_q: bool = False
+
+
+REGISTRY: dict[str, Estimator] = {}
+
+
+def estimator(name: str, label: str, *, param: tuple[str, type] | None = None, **options):
+    """Register the decorated function as the objective `name`."""
+
+    def register(fn: Callable[..., Estimate]) -> Callable[..., Estimate]:
+        letter, kind = param or (None, None)
+        REGISTRY[name] = Estimator(name, fn, label, letter, kind, **options)
+        return fn
+
+    return register
+
+
+# --------------------------------------------------------------------------- estimators
+
+
 def _normalised(log_w: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
     """log mean exp and the normalised weights along `dim`."""
     k = log_w.shape[dim]
-    return torch.logsumexp(log_w, dim) - math.log(k), torch.softmax(log_w, dim)
+    return log_w.logsumexp(dim) - math.log(k), log_w.softmax(dim)
 
 
 def _groups(log_w: Tensor, m: int) -> Tensor:
@@ -47,24 +105,34 @@ def _groups(log_w: Tensor, m: int) -> Tensor:
     return log_w.view(m, k // m, batch)
 
 
+def _positive(m) -> str | None:
+    return None if m >= 1 else "M must be a positive integer"
+
+
+@estimator("vae", "VAE")
 def vae(log_w: Tensor) -> Estimate:
     k, batch = log_w.shape
-    c = torch.full_like(log_w, 1.0 / (k * batch))
+    c = log_w.new_full(log_w.shape, 1.0 / (k * batch))
     return Estimate(log_w.mean(0), Coefficients(c, c, c))
 
 
+@estimator("iwae", "IWAE")
 def iwae(log_w: Tensor) -> Estimate:
     bound, w = _normalised(log_w)
     c = w / log_w.shape[1]
     return Estimate(bound, Coefficients(c, c, c))
 
 
+@estimator("miwae", "MIWAE(M={})", param=("m", int), check=_positive, groups=True)
 def miwae(log_w: Tensor, m: int) -> Estimate:
     bounds, w = _normalised(_groups(log_w, m), 1)
     c = (w / (m * log_w.shape[1])).view_as(log_w)
     return Estimate(bounds.mean(0), Coefficients(c, c, c))
 
 
+@estimator(
+    "ciwae", "CIWAE(β={})", param=("b", float), check=lambda b: None if 0 <= b <= 1 else "beta must lie in [0, 1]"
+)
 def ciwae(log_w: Tensor, beta: float) -> Estimate:
     k, batch = log_w.shape
     bound, w = _normalised(log_w)
@@ -72,80 +140,91 @@ def ciwae(log_w: Tensor, beta: float) -> Estimate:
     return Estimate(beta * log_w.mean(0) + (1.0 - beta) * bound, Coefficients(c, c, c))
 
 
+@estimator("piwae", "PIWAE(M={})", param=("m", int), check=_positive, groups=True)
 def piwae(log_w: Tensor, m: int) -> Estimate:
     bound, w = _normalised(log_w)
     enc = miwae(log_w, m).coefficients.path
     return Estimate(bound, Coefficients(w / log_w.shape[1], enc, enc))
 
 
+@estimator("stl", "STL", stops_q=True)
 def stl(log_w: Tensor) -> Estimate:
     bound, w = _normalised(log_w)
     c = w / log_w.shape[1]
     return Estimate(bound, Coefficients(c, c, None))
 
 
+@estimator("dreg", "DReG", stops_q=True)
 def dreg(log_w: Tensor) -> Estimate:
     bound, w = _normalised(log_w)
     batch = log_w.shape[1]
     return Estimate(bound, Coefficients(w / batch, w * w / batch, None))
 
 
-# name -> (function, parameter letter, parameter type); the letter is how the spec names it
-REGISTRY: dict[str, tuple[Callable[..., Estimate], str | None, type | None]] = {
-    "vae": (vae, None, None),
-    "iwae": (iwae, None, None),
-    "miwae": (miwae, "m", int),
-    "piwae": (piwae, "m", int),
-    "ciwae": (ciwae, "b", float),
-    "stl": (stl, None, None),
-    "dreg": (dreg, None, None),
-}
+# --------------------------------------------------------------------------- specs
 
 
 @dataclass(frozen=True)
 class Objective:
-    """A named estimator with its parameter, e.g. Objective.parse("miwae-m8")."""
+    """A registered estimator with its parameter, e.g. Objective.parse("miwae-m8")."""
 
     name: str
     param: float | int | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Objective:
-        match = re.fullmatch(r"([a-z]+)(?:-([a-z])([0-9.e+-]+))?", str(spec))
+        match = re.fullmatch(r"([a-z][a-z0-9_]*)(?:-([a-z])([0-9.e+-]+))?", str(spec))
         if not match or match.group(1) not in REGISTRY:
+            with_params = ", ".join(f"{e.name} takes -{e.letter}<value>" for e in REGISTRY.values() if e.letter)
             raise UserError(
                 f"objective {spec!r}: unknown; expected one of {', '.join(sorted(REGISTRY))}"
-                " (miwae and piwae take -m<M>, ciwae takes -b<beta>)"
+                + (f" ({with_params})" if with_params else "")
             )
         name, letter, value = match.groups()
-        _, want_letter, kind = REGISTRY[name]
-        if want_letter is None:
+        entry = REGISTRY[name]
+        if entry.letter is None:
             if letter:
                 raise UserError(f"objective {spec!r}: {name} takes no parameter")
             return cls(name)
-        if letter != want_letter:
-            raise UserError(f"objective {spec!r}: {name} needs its parameter as -{want_letter}<value>")
+        if letter != entry.letter:
+            raise UserError(f"objective {spec!r}: {name} needs its parameter as -{entry.letter}<value>")
         try:
-            param = kind(value)
+            param = entry.kind(value)
         except ValueError:
-            raise UserError(f"objective {spec!r}: {value!r} is not a valid {kind.__name__}") from None
-        if name == "ciwae" and not 0.0 <= param <= 1.0:
-            raise UserError(f"objective {spec!r}: beta must lie in [0, 1]")
-        if name in ("miwae", "piwae") and param < 1:
-            raise UserError(f"objective {spec!r}: M must be a positive integer")
+            raise UserError(f"objective {spec!r}: {value!r} is not a valid {entry.kind.__name__}") from None
+        why = entry.check(param) if entry.check else None
+        if why:
+            raise UserError(f"objective {spec!r}: {why}")
         return cls(name, param)
+
+    @property
+    def entry(self) -> Estimator:
+        return REGISTRY[self.name]
 
     @property
     def spec(self) -> str:
         if self.param is None:
             return self.name
-        return f"{self.name}-{REGISTRY[self.name][1]}{self.param:g}"
+        return f"{self.name}-{self.entry.letter}{self.param:g}"
+
+    @property
+    def label(self) -> str:
+        return self.entry.label.format(f"{self.param:g}" if self.param is not None else "")
+
+    @property
+    def stops_q(self) -> bool:
+        return self.entry.stops_q
 
     def check_samples(self, k: int) -> None:
         """MIWAE and PIWAE split the k samples into M groups of K = k / M."""
-        if self.name in ("miwae", "piwae") and k % int(self.param) != 0:
-            raise UserError(f"objective {self.spec}: k = {k} is not divisible by M = {self.param}")
+        if self.entry.groups and k % int(self.param) != 0:
+            raise UserError(f"objective {self.spec}: k = {k} is not divisible by M = {self.param:g}")
 
     def __call__(self, log_w: Tensor) -> Estimate:
-        fn = REGISTRY[self.name][0]
+        fn = self.entry.function
         return fn(log_w) if self.param is None else fn(log_w, self.param)
+
+
+def label(spec: str) -> str:
+    """How tables and figures name an objective spec, e.g. "MIWAE(M=8)"."""
+    return Objective.parse(spec).label

@@ -18,9 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from iwae.config import OPTIMIZERS as VARIANTS
 from iwae.errors import UserError
-
-VARIANTS = ("adam", "adam-official")
 
 
 class Adam:
