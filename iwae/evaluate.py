@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from iwae import datasets, runtime
+from iwae import backends, datasets, models, runtime
+from iwae.checkpoints import load_model_file
+from iwae.config import EvalConfig
 from iwae.errors import UserError
 from iwae.files import write_json
-from iwae.model import IWAEModel
 from iwae.progress import Progress
 from iwae.provenance import environment, resolve_device
-from iwae.train import load_model_file
 
 ACTIVE_THRESHOLD = 1e-2
 SUBSET_SEED = 2016  # draws the evaluation subsets; fixed so that every run sees the same points
@@ -54,7 +54,7 @@ def default_chunk(device, batch: int) -> int:
 
 @torch.no_grad()
 def log_likelihood(
-    model: IWAEModel,
+    model,
     x: Tensor,
     k: int,
     generator: torch.Generator | None = None,
@@ -63,13 +63,14 @@ def log_likelihood(
 ) -> Tensor:
     """L_k for each row of x (float64), the k samples drawn `chunk` at a time.
 
+    `model` is a model or a backend (anything with `log_weights(x, k, generator, noise)`).
     `noise` (one (k, B, d) tensor per stochastic layer) fixes the samples, for tests.
     """
     total = None
     for start in range(0, k, chunk):
         stop = min(k, start + chunk)
         part = None if noise is None else [n[start:stop] for n in noise]
-        log_w = model.forward(x, stop - start, generator, noise=part).log_w.double()
+        log_w = model.log_weights(x, stop - start, generator, part).double()
         lse = torch.logsumexp(log_w, 0)
         total = lse if total is None else torch.logaddexp(total, lse)
     return total - math.log(k)
@@ -77,7 +78,7 @@ def log_likelihood(
 
 @torch.no_grad()
 def dataset_log_likelihood(
-    model: IWAEModel,
+    model,
     x: Tensor,
     k: int,
     generator: torch.Generator,
@@ -95,7 +96,7 @@ def dataset_log_likelihood(
 
 
 @torch.no_grad()
-def unit_variances(model: IWAEModel, x: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+def unit_variances(model, x: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
     """Per stochastic layer, the variance over data points of each unit's posterior mean."""
     return [mu.double().var(0, unbiased=False) for mu in model.posterior_means(x, generator)]
 
@@ -110,36 +111,16 @@ def _summary(ll: Tensor) -> dict:
     }
 
 
-def evaluate(
-    model_path: Path,
-    data_path: Path,
-    out: Path,
-    k: int = 5000,
-    test_points: int | None = None,
-    extra_k: list[int] | None = None,
-    train_points: int = 0,
-    active_points: int = 500,
-    threshold: float = ACTIVE_THRESHOLD,
-    seed: int = 123,
-    batch: int = 20,
-    chunk: int | None = None,
-    device: str = "auto",
-    threads: int | None = None,
-    quiet: bool = False,
-) -> dict:
-    """Evaluate a trained run; write and return its record (eval.json)."""
-    for name, value in (("k", k), ("batch", batch), ("chunk", chunk or 1), ("active_points", active_points)):
-        if value < 1:
-            raise UserError(f"{name}: {value} must be a positive integer")
-    for value in extra_k or []:
-        if value < 1:
-            raise UserError(f"extra_k: {value} must be a positive integer")
+def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | None = None, quiet: bool = False) -> dict:
+    """Evaluate a trained run as `cfg` says; write and return its record (eval.json)."""
+    cfg = cfg or EvalConfig()
     started = time.monotonic()
-    dev = resolve_device(device)
-    chunk = chunk or default_chunk(dev, batch)
-    runtime.setup(dev, threads)
+    dev = resolve_device(cfg.device)
+    k, batch, chunk = cfg.k, cfg.batch, cfg.chunk or default_chunk(dev, cfg.batch)
+    runtime.setup(dev, cfg.threads)
     state = load_model_file(Path(model_path))
-    model = IWAEModel.from_state(state["model"], dev)
+    model = models.from_state(state["model"], dev)
+    backend = backends.select(model, cfg.backend)
     data = datasets.load(Path(data_path), dev)
     if data.meta["dataset"] != state["dataset"]:
         raise UserError(
@@ -147,39 +128,44 @@ def evaluate(
         )
     # binarisations come from a CPU stream, so the test set is the same on every device;
     # the samples come from a stream on the device
-    bits = torch.Generator().manual_seed(seed)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    bits = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 
     def binary(x: Tensor) -> Tensor:
         return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic else x
 
     # the whole test set is binarised, then subsampled: a point gets the same bits in every
     # evaluation, whatever the subset's size
-    x_test = binary(data.test)[subset(data.test.shape[0], test_points).to(dev)]
+    x_test = binary(data.test)[subset(data.test.shape[0], cfg.test_points).to(dev)]
     n_test = x_test.shape[0]
     bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=False if quiet else None)
-    ll = dataset_log_likelihood(model, x_test, k, gen, batch, chunk, bar)
+    ll = dataset_log_likelihood(backend, x_test, k, gen, batch, chunk, bar)
     bar.close()
-    record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": seed, "test": _summary(ll)}
+    record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": cfg.seed, "test": _summary(ll)}
     record["test"]["of"] = data.test.shape[0]
     record["bounds"] = {
-        str(kk): _summary(dataset_log_likelihood(model, x_test, kk, gen, batch, chunk)) for kk in (extra_k or [])
+        str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk)) for kk in cfg.extra_k
     }
-    if train_points:
+    if cfg.train_points:
         # drawn from the training points the run saw (its train_subset, if any)
         seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
-        x_train = binary(data.train[:seen][subset(seen, train_points).to(dev)])
-        record["train"] = _summary(dataset_log_likelihood(model, x_train, k, gen, batch, chunk))
+        x_train = binary(data.train[:seen][subset(seen, cfg.train_points).to(dev)])
+        record["train"] = _summary(dataset_log_likelihood(backend, x_train, k, gen, batch, chunk))
         record["train"]["of"] = seen
-    variances = unit_variances(model, binary(data.train[:active_points]), gen)
+    variances = unit_variances(model, binary(data.train[: cfg.active_points]), gen)
     record["active_units"] = {
-        "threshold": threshold,
-        "points": min(active_points, data.train.shape[0]),
-        "per_layer": [int((v > threshold).sum()) for v in variances],
+        "threshold": ACTIVE_THRESHOLD,
+        "points": min(cfg.active_points, data.train.shape[0]),
+        "per_layer": [int((v > ACTIVE_THRESHOLD).sum()) for v in variances],
         "variances": [v.tolist() for v in variances],
     }
     train_record_path = Path(model_path).parent / "train.json"
     record["training"] = _read_json(train_record_path) if train_record_path.exists() else {"config": state["config"]}
+    record["evaluation"] = {
+        **{f.name: getattr(cfg, f.name) for f in cfg.option_fields()},
+        "chunk": chunk,
+        "backend": backend.name,
+    }
     record["eval_seconds"] = round(time.monotonic() - started, 2)
     record["environment"] = environment(dev)
     write_json(out, record)

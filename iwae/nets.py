@@ -1,10 +1,13 @@
-"""Deterministic networks on a flat parameter buffer, with hand-written backward passes.
+"""Parameters on one flat buffer, and tanh networks on it: for autograd and hand-written.
 
 All parameters of a model live in one flat tensor and all gradients in another, so the
-optimizer is one fused kernel, zeroing and checkpointing are one operation each, and the
-backward pass writes every gradient in place without autograd's bookkeeping. At the batch
-sizes of the paper (20 points) that bookkeeping, not arithmetic, dominates a training step.
-Correctness of every backward pass here is checked against autograd in the tests.
+optimizer is one fused kernel, and zeroing and checkpointing are one operation each. Both
+backends (`iwae.backends`) work on the same buffer: autograd through `ParameterBuffer.leaves`
+(leaf tensors that share its storage and accumulate their gradients into `grad`), the fused
+backend through `TanhMLP`, whose hand-written backward pass writes every gradient in place
+without autograd's bookkeeping. At the batch sizes of the paper (20 points) that bookkeeping,
+not arithmetic, dominates a training step. The hand-written passes are checked against
+autograd in the tests.
 """
 
 from __future__ import annotations
@@ -39,6 +42,17 @@ class ParameterBuffer:
 
     def grad_of(self, name: str) -> Tensor:
         return self.grad[self.slices[name]].view(self.shapes[name])
+
+    def leaves(self) -> dict[str, Tensor]:
+        """Every parameter as an autograd leaf that shares this buffer's storage (so the
+        optimizer's in-place updates are seen) and accumulates its gradient into the matching
+        view of `grad` (so zero `grad` before each backward pass)."""
+        out = {}
+        for name in self.slices:
+            leaf = self.param(name).detach().requires_grad_()
+            leaf.grad = self.grad_of(name)
+            out[name] = leaf
+        return out
 
     def span(self, prefix: str) -> slice:
         """The contiguous range of all parameters whose names start with `prefix`."""
@@ -105,7 +119,7 @@ class TanhMLP:
         `weight_rows` (rows, 1) rescales each row's contribution to the parameter gradients
         only; the returned input gradient is unscaled. Rows are independent samples, so this
         lets one pass serve two estimators' coefficients (decoder vs. encoder, see
-        `iwae.model`) without dividing one by the other.
+        `iwae.backends.fused`) without dividing one by the other.
         """
         for i in reversed(range(len(self.weights))):
             if param_grads:
@@ -119,6 +133,16 @@ class TanhMLP:
                 a = tape[i]
                 delta.addcmul_(delta * a, a, value=-1.0)
         return delta
+
+
+def mlp(x: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:
+    """The same network as `TanhMLP.forward`, for autograd: tanh hidden layers, linear output."""
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        x = torch.addmm(b, x, w)
+        if i < last:
+            x = x.tanh()
+    return x
 
 
 def glorot_uniform(n_in: int, n_out: int, generator: np.random.RandomState) -> np.ndarray:

@@ -1,11 +1,13 @@
 """The training protocol of Burda et al.: stages of 3^i epochs at a decaying learning rate.
 
-Each step takes a minibatch from the reshuffled training set, binarises it afresh, draws k
-samples per point and applies the objective's gradient with Adam. All randomness comes from
-one generator on the training device. Checkpoints hold the parameters, the optimizer, that
-generator's state and the exact position (stage, epoch, step, the epoch's permutation), so a
-run killed at any point resumes where it stopped and, on the same CPU with the same thread
-count, ends with bit-identical parameters.
+Each step takes a minibatch from the reshuffled training set, binarises it afresh and hands
+it to `train_step`: k samples per point, the objective's gradient (from the backend, fused or
+autograd), an Adam step. Training, the benchmark and the tests share that one function.
+All randomness comes from one generator on the training device. Checkpoints
+(`iwae.checkpoints`) hold the parameters, the optimizer, that generator's state and the exact
+position (stage, epoch, step, the epoch's permutation), so a run killed at any point resumes
+where it stopped and, on the same CPU with the same thread count, ends with bit-identical
+parameters.
 
 Files in the run directory:
     checkpoints/ckpt-*.pt   the newest two checkpoints (a corrupt newest one falls back)
@@ -25,22 +27,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from iwae import datasets, runtime
+from iwae import backends, datasets, models, runtime
+from iwae.checkpoints import CheckpointStore, load_model_file, on_cpu, save_model_file
 from iwae.config import TrainConfig
 from iwae.errors import Diverged, Interrupted, UserError
-from iwae.files import atomic_path, write_json, write_text
-from iwae.model import Architecture, IWAEModel
+from iwae.files import write_json, write_text
 from iwae.objectives import Objective
 from iwae.optim import Adam
 from iwae.progress import Progress
 from iwae.provenance import environment, resolve_device
 from iwae.sources import file_digest
 
-CHECKPOINT_FORMAT = 1
-KEEP_CHECKPOINTS = 2
 LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s"]
 
 
@@ -53,44 +52,14 @@ class Position:
     step: int = 0
 
 
-class CheckpointStore:
-    def __init__(self, directory: Path, fingerprint: str):
-        self.directory = Path(directory)
-        self.fingerprint = fingerprint
-
-    def paths(self) -> list[Path]:
-        return sorted(self.directory.glob("ckpt-*.pt"), reverse=True)
-
-    def save(self, state: dict, global_epoch: int, step: int) -> Path:
-        path = self.directory / f"ckpt-{global_epoch:06d}-{step:07d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, **state}, tmp)
-        for old in self.paths()[KEEP_CHECKPOINTS:]:
-            old.unlink(missing_ok=True)
-        return path
-
-    def latest(self, say) -> dict | None:
-        """The newest checkpoint that loads and belongs to this configuration."""
-        for path in self.paths():
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:  # a damaged file: say so and try the previous one
-                say(f"checkpoint {path} is unreadable ({type(e).__name__}); trying an older one")
-                continue
-            if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
-                say(f"checkpoint {path} belongs to another configuration; starting over")
-                for stale in self.paths():
-                    stale.unlink(missing_ok=True)
-                return None
-            state["path"] = path
-            return state
-        return None
-
-
-def output_bias(train: torch.Tensor) -> np.ndarray:
-    """logit of the clipped mean training image, the official code's output-layer bias."""
-    mean = train.double().mean(0).clamp(1e-3, 1 - 1e-3).cpu().numpy()
-    return np.log(mean / (1 - mean))
+def train_step(backend, objective: Objective, optimizer: Adam, x: torch.Tensor, k: int, generator) -> torch.Tensor:
+    """One step: k samples per point of the minibatch x, the objective's gradient, an
+    optimizer step. Returns the objective per point (B,), left on the device."""
+    fp = backend.forward(x, k, generator, stop_q=objective.stops_q)
+    estimate = objective(fp.log_w.detach())
+    backend.backward(fp, estimate.coefficients)
+    optimizer.step()
+    return estimate.bound
 
 
 def _say(quiet: bool):
@@ -125,7 +94,8 @@ class Trainer:
         if self.n_batches == 0:
             raise UserError(f"batch_size: {cfg.batch_size} exceeds the {self.x.shape[0]} training points")
         self.objective = Objective.parse(cfg.objective)
-        self.model = IWAEModel(Architecture.parse(cfg.layers), self.x.shape[1], self.device)
+        self.model = models.build(cfg, self.x.shape[1], self.device)
+        self.backend = backends.select(self.model, cfg.backend)
         self.opt = Adam(
             self.model.buffer.data, self.model.buffer.grad,
             cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer,
@@ -157,7 +127,7 @@ class Trainer:
         if self.cfg.init_from:
             _continue_from(self.cfg.init_from, self.model, self.opt)
         else:
-            self.model.initialize(self.cfg.seed, self.cfg.init, output_bias(self.x))
+            self.model.initialize(self.cfg.seed, self.cfg.init, self.model.likelihood.output_bias(self.x))
         self.pos, self.log, self.elapsed, self.resumes = Position(), [], 0.0, 0
         return None
 
@@ -169,7 +139,7 @@ class Trainer:
         state = {
             "position": vars(next_pos),
             "params": self.model.buffer.data.cpu().clone(),
-            "optimizer": _on_cpu(self.opt.state_dict()),
+            "optimizer": on_cpu(self.opt.state_dict()),
             "generator": self.gen.get_state(),
             "log": self.log,
             "elapsed": self.elapsed + time.monotonic() - self.session_start,
@@ -238,11 +208,7 @@ class Trainer:
             x = torch.index_select(self.x, 0, perm[step * batch : (step + 1) * batch])
             if self.data.dynamic:  # a fresh binarisation every time a point is used
                 x = datasets.binarize(x, self.gen)
-            fp = self.model.forward(x, cfg.k, self.gen)
-            estimate = self.objective(fp.log_w)
-            self.model.backward(fp, estimate.coefficients)
-            self.opt.step()
-            total += estimate.bound.sum()
+            total += train_step(self.backend, self.objective, self.opt, x, cfg.k, self.gen).sum()
             if self.stop.requested or (step + 1 < self.n_batches and self.checkpoint_due()):
                 if not math.isfinite(total.item()):
                     raise self.diverged("objective", stage, epoch)
@@ -278,6 +244,7 @@ class Trainer:
         record = {
             "run": self.run_name,
             "config": self.cfg.to_dict(),
+            "backend": self.backend.name,
             "objective_final": self.log[-1]["objective"] if self.log else None,
             "epochs": self.done_epochs,
             "steps": self.done_epochs * self.n_batches,
@@ -291,44 +258,23 @@ class Trainer:
             "environment": environment(self.device),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        model_file = {
-            "format": CHECKPOINT_FORMAT,
-            "model": self.model.state(),
-            "optimizer": _on_cpu(self.opt.state_dict()),
-            "config": self.cfg.to_dict(),
-            "dataset": self.data.meta["dataset"],
-        }
-        with atomic_path(self.out_dir / "model.pt") as tmp:
-            torch.save(model_file, tmp)
+        save_model_file(
+            self.out_dir / "model.pt", self.model, self.opt.state_dict(), self.cfg.to_dict(), self.data.meta["dataset"]
+        )
         write_json(self.out_dir / "train.json", record)
         return record
 
 
-def _on_cpu(state: dict) -> dict:
-    return {k: v.cpu() if torch.is_tensor(v) else v for k, v in state.items()}
-
-
-def _continue_from(path: str, model: IWAEModel, opt: Adam) -> None:
+def _continue_from(path: str, model, opt: Adam) -> None:
     """Start from a finished run's parameters and optimizer state (two-stage training)."""
-    previous = load_model_file(Path(path))
-    if previous["model"]["architecture"] != model.architecture.spec():
-        raise UserError(
-            f"init_from: {path} has architecture {previous['model']['architecture']}, not {model.architecture.spec()}"
-        )
-    model.buffer.data.copy_(previous["model"]["params"])
-    opt.load_state_dict(previous["optimizer"])
-
-
-def load_model_file(path: Path) -> dict:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such model file") from None
-    except Exception as e:
-        raise UserError(f"{path}: not a model file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
-        raise UserError(f"{path}: not a model file written by this version")
-    return state
+    state = load_model_file(Path(path))
+    theirs = models.from_state(state["model"]).state()  # with the defaults of older files filled in
+    ours = model.state()
+    for key in ("family", "architecture", "likelihood", "prior", "condition_dim"):
+        if theirs[key] != ours[key]:
+            raise UserError(f"init_from: {path} has {key} {theirs[key]}, not {ours[key]}")
+    model.buffer.data.copy_(state["model"]["params"])
+    opt.load_state_dict(state["optimizer"])
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,31 @@
+"""Model families: each is defined by its forward pass (k samples h ~ q(h|x), their (k, batch)
+log importance weights) and trained by any backend (`iwae.backends`).
+
+    layered   Burda et al.'s stacked Gaussian layers with tanh networks (`iwae.models.layered`),
+              any number of stochastic layers, any likelihood and prior, optional condition
+
+A new family is a module here with the same methods as `LayeredModel` (forward, log_weights,
+parameter_groups, initialize, posterior_means, sample, reconstruct, state, from_state) and an
+entry in FAMILIES; the autograd backend trains it without further code.
+"""
+
+from __future__ import annotations
+
+from iwae.architecture import Architecture
+from iwae.errors import UserError
+from iwae.models.layered import LayeredModel, LogWeights  # noqa: F401 (re-exported)
+
+FAMILIES = {"layered": LayeredModel}
+
+
+def build(config, input_dim: int, device="cpu"):
+    """The model a training configuration (`iwae.config.TrainConfig`) describes."""
+    return LayeredModel(Architecture.parse(config.layers), input_dim, device)
+
+
+def from_state(state: dict, device="cpu"):
+    """A model from its saved state (`model.state()`, as in model.pt)."""
+    family = state.get("family", "layered")  # model files written before families existed
+    if family not in FAMILIES:
+        raise UserError(f"model family {family!r}: unknown; expected one of {', '.join(FAMILIES)}")
+    return FAMILIES[family].from_state(state, device)
