@@ -1,9 +1,13 @@
 """Importance Weighted Autoencoders (Burda, Grosse & Salakhutdinov, ICLR 2016), reproduced.
 
-The package is plain Python + PyTorch: datasets (`iwae.datasets`, `iwae.sources`), the
-models (`iwae.model`), the estimators (`iwae.objectives`), the training protocol
-(`iwae.train`), evaluation (`iwae.evaluate`) and reporting (`iwae.report`). Its command line,
-`python -m iwae <verb>`, is what the Snakemake workflow calls.
+The package is plain Python + PyTorch: the dataset catalogue and data (`iwae.catalogue`,
+`iwae.sources`, `iwae.parsers`, `iwae.datasets`), model families defined by their forward
+pass (`iwae.models`) with their likelihoods and priors, two ways to differentiate them
+(`iwae.backends`: autograd, and the fused hand-written pass of the paper's model), the
+estimators (`iwae.objectives`), the training protocol (`iwae.train`), evaluation
+(`iwae.evaluate`), the experiment model (`iwae.experiments`) and reporting (`iwae.report`).
+Its command line, `python -m iwae <verb>`, is what the Snakemake workflow calls.
+CONTRIBUTING.md says which module each kind of change touches.
 """
 
 __version__ = "0.1.0"

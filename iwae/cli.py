@@ -70,16 +70,15 @@ def cmd_prepare(args) -> int:
     return 0
 
 
-def _train_config(args):
-    from iwae.config import TrainConfig
-
+def _options(kind, args, config_file: str | None = None):
+    """A TrainConfig or EvalConfig from a YAML/JSON file (if any) and the flags given."""
     values = {}
-    if args.config:
-        values.update(_read_config_file(Path(args.config)))
-    for f in dataclasses.fields(TrainConfig):
+    if config_file:
+        values.update(_read_config_file(Path(config_file)))
+    for f in kind.option_fields():
         if hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
-    return TrainConfig.from_dict(values)
+    return kind.from_dict(values)
 
 
 def _read_config_file(path: Path) -> dict:
@@ -97,49 +96,38 @@ def _read_config_file(path: Path) -> dict:
 
 
 def cmd_train(args) -> int:
+    from iwae.config import TrainConfig
     from iwae.train import train
 
-    record = train(_train_config(args), Path(args.out), quiet=args.quiet)
+    record = train(_options(TrainConfig, args, args.config), Path(args.out), quiet=args.quiet)
     print(f"{args.out}: {record['epochs']} epochs, final objective {record['objective_final']:.3f}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from iwae.checkpoints import load_model_file
+    from iwae.config import EvalConfig
     from iwae.evaluate import evaluate
-    from iwae.train import load_model_file
 
+    cfg = _options(EvalConfig, args)
     run = Path(args.run)
     model = Path(args.model) if args.model else run / "model.pt"
     data = args.data or load_model_file(model)["config"]["data"]
-    record = evaluate(
-        model,
-        Path(data),
-        Path(args.out) if args.out else run / "eval.json",
-        k=args.k,
-        test_points=args.test_points,
-        extra_k=args.extra_k,
-        train_points=args.train_points,
-        active_points=args.active_points,
-        seed=args.seed,
-        batch=args.batch,
-        chunk=args.chunk,
-        device=args.device,
-        threads=args.threads,
-        quiet=args.quiet,
-    )
+    record = evaluate(model, Path(data), Path(args.out) if args.out else run / "eval.json", cfg, quiet=args.quiet)
     t = record["test"]
     print(
-        f"{run}: test NLL {t['nll']:.2f} +- {t['stderr'] or 0:.2f} (k={args.k}, {t['points']} points), "
+        f"{run}: test NLL {t['nll']:.2f} +- {t['stderr'] or 0:.2f} (k={cfg.k}, {t['points']} points), "
         f"active units {'+'.join(map(str, record['active_units']['per_layer']))}"
     )
     return 0
 
 
 def cmd_bench(args) -> int:
-    from iwae.bench import bench, format_table
+    from iwae.bench import BENCH_BACKENDS, bench, format_table
     from iwae.files import write_json
 
-    report = bench(args.device, args.threads, args.seconds, args.repeats)
+    names = BENCH_BACKENDS if args.backend == "both" else (args.backend,)
+    report = bench(args.device, args.threads, args.seconds, args.repeats, names)
     print(format_table(report))
     if args.out:
         write_json(args.out, report)
@@ -150,7 +138,7 @@ def cmd_report(args) -> int:
     from iwae.report import build, figures
 
     if args.part == "table":
-        build.table(args.experiment, args.kind, args.layout, args.evals, Path(args.out_dir))
+        build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title)
     elif args.part == "figure":
         if args.kind == "samples":
             if not (args.model and args.data):
@@ -163,7 +151,7 @@ def cmd_report(args) -> int:
     elif args.part == "summary":
         build.summary(args.evals, Path(args.out_csv), Path(args.out_md))
     elif args.part == "document":
-        build.report_document(args.tables, args.figures, Path(args.out))
+        build.report_document(args.tables, args.figures, Path(args.out), dict(args.titles))
     elif args.part == "pdf":
         from iwae.report.document import compile_pdf
 
@@ -174,30 +162,38 @@ def cmd_report(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
-    from iwae.config import TrainConfig
-
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
+def _add_options(p: argparse.ArgumentParser, kind) -> None:
+    """One flag per option field of a TrainConfig or EvalConfig, with its help and default."""
+    hints = kind.field_types()
+    for f in kind.option_fields():
         flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
+        hint = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if kind is bool:
+        if hint is bool:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
-        args = typing.get_args(kind)
-        if kind == list[int]:
+        args = typing.get_args(hint)
+        if hint == list[int]:
             parse = _int_list
         elif type(None) in args:
             parse = _optional(next(a for a in args if a is not type(None)))
         else:
-            parse = kind
+            parse = hint
         p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, help=help_text)
 
 
+def _title(text: str) -> tuple[str, str]:
+    name, sep, title = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not EXPERIMENT=TITLE")
+    return name, title
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from iwae.sources import RAW_FILES as DATASETS
+    from iwae.catalogue import CATALOGUE as DATASETS
+    from iwae.config import BACKENDS, EvalConfig, TrainConfig
+    from iwae.report.layouts import LAYOUTS
 
     parser = _Parser(prog="iwae", description="Importance Weighted Autoencoders, reproduced.")
     parser.add_argument("--version", action="version", version=f"iwae {__version__}")
@@ -226,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory (checkpoints, log, model.pt, train.json)")
     p.add_argument("--config", help="YAML/JSON file of training options; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_train_options(p)
+    _add_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="k = 5000 test log-likelihood and active units of a trained run")
@@ -234,17 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model file (default: <run>/model.pt)")
     p.add_argument("--data", help="prepared dataset (default: the one the run trained on)")
     p.add_argument("--out", help="output record (default: <run>/eval.json)")
-    p.add_argument("--k", type=_positive_int, default=5000, help="importance samples per point (default: 5000)")
-    p.add_argument("--test-points", type=_positive_int, help="N test points, drawn at random (default: all)")
-    p.add_argument("--extra-k", type=_int_list, default=[], help="also report these bounds, e.g. 64")
-    p.add_argument("--train-points", type=int, default=0, help="also L_k on N random points the run trained on")
-    p.add_argument("--active-points", type=_positive_int, default=500, help="training points for active units")
-    p.add_argument("--seed", type=int, default=123, help="seed of the test binarisation and samples (default: 123)")
-    p.add_argument("--batch", type=_positive_int, default=20, help="points per pass (default: 20)")
-    p.add_argument("--chunk", type=_positive_int, help="samples per point per pass (default: by device)")
-    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    p.add_argument("--threads", type=_positive_int, help="CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_options(p, EvalConfig)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training and evaluation speed (steps/s, points/s)")
@@ -252,6 +239,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, help="CPU threads")
     p.add_argument("--seconds", type=float, default=2.0, help="length of one timed trial (default: 2)")
     p.add_argument("--repeats", type=_positive_int, default=5, help="trials per figure (default: 5)")
+    p.add_argument(
+        "--backend",
+        choices=[*(b for b in BACKENDS if b != "auto"), "both"],
+        default="both",
+        help="which backends to measure (default: both)",
+    )
     p.add_argument("--out", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -259,8 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     parts = p.add_subparsers(dest="part", required=True, parser_class=_Parser)
     q = parts.add_parser("table", help="an experiment's paper-style table and its comparison with the paper")
     q.add_argument("--experiment", required=True)
-    q.add_argument("--kind", choices=["grid", "two-stage"], default="grid")
-    q.add_argument("--layout", choices=["nll-au", "bounds"], default="nll-au")
+    q.add_argument("--layout", choices=list(LAYOUTS), default="nll-au", help="see iwae.report.layouts")
+    q.add_argument("--title", help="the experiment's title (default: 'Experiment <name>')")
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
@@ -277,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = parts.add_parser("document", help="report.tex gathering tables and figures (and its PDF)")
     q.add_argument("--tables", nargs="+", type=Path, required=True)
     q.add_argument("--figures", nargs="*", type=Path, default=[])
+    q.add_argument("--titles", nargs="*", type=_title, default=[], help="section titles as EXPERIMENT=TITLE")
     q.add_argument("--out", default="results/report.tex")
     q = parts.add_parser("pdf", help="compile a LaTeX document with pdflatex or tectonic")
     q.add_argument("--tex", default="results/report.tex")

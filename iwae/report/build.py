@@ -5,24 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iwae.errors import UserError
+from iwae.experiments import default_title
 from iwae.files import write_text
-from iwae.report import document, figures, records, tables
+from iwae.report import document, figures, layouts, records, tables
 
 
-def table(experiment: str, kind: str, layout: str, evals: list[Path], out_dir: Path) -> None:
+def table(experiment: str, layout: str, evals: list[Path], out_dir: Path, title: str | None = None) -> None:
+    """The experiment's table in `layout` and its comparison with the published values."""
     df = records.frame(evals, experiment)
-    out_dir = Path(out_dir)
-    if kind == "two-stage":
-        ours, cmp = tables.two_stage(df, tables.first_stage_rows(df))
-    elif layout == "bounds":
-        if df["iwae64"].isna().all():
-            raise UserError(f"{experiment}: the bounds layout needs runs evaluated with extra_k: [64]")
-        ours, cmp = tables.bounds(df)
-    else:
-        ours, cmp = tables.nll_au(df), tables.vs_paper(df)
-    ours.write(out_dir / experiment, document.title(experiment) + " (this pipeline)")
-    cmp.write(out_dir / f"{experiment}_vs_paper", document.title(experiment) + ": ours beside the published values")
+    ours, cmp = layouts.get(layout).build(df)
+    title = title or default_title(experiment)
+    ours.write(Path(out_dir) / experiment, f"{title} (this pipeline)")
+    cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")
 
 
 FIGURES = {"curves": figures.curves, "variances": figures.variances, "nll-vs-k": figures.nll_vs_k}
@@ -41,5 +35,5 @@ def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
     write_text(out_md, tables.summary(df).markdown("All runs"))
 
 
-def report_document(tables_: list[Path], figures_: list[Path], out: Path) -> None:
-    document.build(tables_, figures_, out)
+def report_document(tables_: list[Path], figures_: list[Path], out: Path, titles: dict[str, str] | None = None) -> None:
+    document.build(tables_, figures_, out, titles)

@@ -11,20 +11,10 @@ import time
 from pathlib import Path
 
 from iwae.errors import UserError
+from iwae.experiments import default_title
 from iwae.files import atomic_path, write_text
 from iwae.provenance import git_revision
 from iwae.report.tables import TABLE_BEGIN, TABLE_END
-
-TITLES = {
-    "table1": "Burda et al., Table 1: test NLL and active units",
-    "table2": "Burda et al., Table 2: two-stage training",
-    "estimators": "Rainforth et al.: estimators at a budget of 64 samples",
-    "fixed-binarization": "Fixed binarisation of MNIST: the train-test gap",
-}
-
-
-def title(experiment: str) -> str:
-    return TITLES.get(experiment, f"Experiment {experiment}")
 
 
 def _table_block(tex_path: Path) -> str:
@@ -40,10 +30,12 @@ def _tex(text: str) -> str:
     return text.replace("_", r"\_").replace("&", r"\&")
 
 
-def build(tables: list[Path], figures: list[Path], out: Path) -> str:
+def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, str] | None = None) -> str:
     """Write report.tex from the tables (results/tables/<experiment>[_vs_paper].tex) and the
-    figures (results/figures/<experiment>/...pdf) given; paths are made relative to `out`."""
+    figures (results/figures/<experiment>/...pdf) given, one section per experiment titled as
+    `titles` says; paths are made relative to `out`."""
     out = Path(out)
+    titles = titles or {}
     experiments: dict[str, dict] = {}
     for t in tables:
         if Path(t).suffix != ".tex":  # the Markdown renderings travel alongside
@@ -74,7 +66,11 @@ def build(tables: list[Path], figures: list[Path], out: Path) -> str:
         r"behind it; \texttt{results/tables/summary.csv} lists them all.",
     ]
     for exp, parts in experiments.items():
-        lines += [rf"\section{{{_tex(title(exp))}}}", rf"Experiment \texttt{{{_tex(exp)}}}.", ""]
+        lines += [
+            rf"\section{{{_tex(titles.get(exp) or default_title(exp))}}}",
+            rf"Experiment \texttt{{{_tex(exp)}}}.",
+            "",
+        ]
         for t in sorted(parts["tables"], key=lambda p: p.stem.endswith("_vs_paper")):
             if t.stem.endswith("_vs_paper"):
                 lines.append(r"\subsection*{Compared with the published values}")

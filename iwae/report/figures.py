@@ -23,9 +23,9 @@ import pandas as pd  # noqa: E402
 
 from iwae.errors import UserError  # noqa: E402
 from iwae.files import atomic_path  # noqa: E402
+from iwae.objectives import label as objective_label  # noqa: E402
 from iwae.report import reference  # noqa: E402
 from iwae.report.records import aggregate, load_record  # noqa: E402
-from iwae.report.tables import objective_label  # noqa: E402
 
 COLORS = {"vae": "tab:blue", "iwae": "tab:red"}
 
@@ -56,11 +56,10 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     import torch
 
     from iwae import datasets
+    from iwae.checkpoints import load_model
     from iwae.evaluate import subset
-    from iwae.model import IWAEModel
-    from iwae.train import load_model_file
 
-    model = IWAEModel.from_state(load_model_file(Path(model_path))["model"])
+    model = load_model(Path(model_path))
     data = datasets.load(Path(data_path))
     g = torch.Generator().manual_seed(seed)
     drawn = model.sample(64, g).numpy()

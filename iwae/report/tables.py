@@ -1,6 +1,6 @@
 """Paper-style tables: LaTeX (booktabs, a standalone document) and Markdown.
 
-Layouts:
+Layouts (the config's names for them are in `iwae.report.layouts`):
     nll_au       Burda et al.'s Table 1: rows stochastic layers x k; columns datasets x
                  objectives, each with test NLL and active units ("16+5"), plus train NLL
                  and the train-test gap when the runs were evaluated on training points
@@ -21,22 +21,15 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from iwae import catalogue
+from iwae.errors import UserError
+from iwae.objectives import label as objective_label
 from iwae.report import reference
 from iwae.report.records import aggregate, load_record
 
 TABLE_BEGIN = "% --- table begins ---"
 TABLE_END = "% --- table ends ---"
-OBJECTIVE_LABELS = {"vae": "VAE", "iwae": "IWAE", "stl": "STL", "dreg": "DReG"}
 DASH = "—"
-
-
-def objective_label(spec: str) -> str:
-    if spec in OBJECTIVE_LABELS:
-        return OBJECTIVE_LABELS[spec]
-    name, param = spec.split("-", 1)
-    if name in ("miwae", "piwae"):
-        return f"{name.upper()}(M={param[1:]})"
-    return f"CIWAE(β={param[1:]})"
 
 
 def number(mean: float, sd: float = math.nan, n: int = 1, digits: int = 2) -> str:
@@ -139,7 +132,9 @@ def _tex(text: str) -> str:
 # --------------------------------------------------------------------------- layouts
 
 
-def _protocol_notes(df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "trained") -> list[str]:
+def _protocol_notes(
+    df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "trained", caveats: bool = True
+) -> list[str]:
     notes = []
     seeds = df.groupby(["dataset", "layers", "objective", "k"]).size()
     if seeds.max() > 1:
@@ -160,12 +155,10 @@ def _protocol_notes(df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "
     epochs = sorted(set(df["epochs"]))
     if epochs != [paper_epochs]:
         notes.append(f"{trained} for {', '.join(map(str, epochs))} epochs (the paper: {paper_epochs:,})")
-    for label in sorted(set(df["dataset_label"])):
-        if "resized" in label:
-            notes.append(
-                f"{label}: built by this pipeline from Lake et al.'s 105x105 images; not the paper's Omniglot file, "
-                "so its reference values (†) are for orientation only"
-            )
+    for dataset in sorted(set(df["dataset"])) if caveats else []:
+        entry = catalogue.CATALOGUE.get(dataset)
+        if entry and entry.caveat:
+            notes.append(f"{entry.label}: {entry.caveat}")
     return notes
 
 
@@ -222,9 +215,7 @@ def vs_paper(df: pd.DataFrame) -> Table:
                 c.active_units, (ref_units + mark) if ref_units else DASH,
             ]
         )  # fmt: skip
-    notes = ["difference = ours − paper: positive means a worse (higher) NLL"] + _protocol_notes(df)
-    if not any_proxy:
-        notes = [n for n in notes if "orientation" not in n]
+    notes = ["difference = ours − paper: positive means a worse (higher) NLL"] + _protocol_notes(df, caveats=any_proxy)
     cols = [
         "dataset",
         "layers",
@@ -284,6 +275,8 @@ def two_stage(df_second: pd.DataFrame, first_of: dict[str, dict]) -> tuple[Table
 
 def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
     """Rainforth et al.'s layout: IWAE-64, log p(x) and -KL(Q||P) per objective."""
+    if df["iwae64"].isna().all():
+        raise UserError(f"{df['experiment'].iloc[0]}: the bounds layout needs runs evaluated with extra_k: [64]")
     agg = aggregate(df, ["objective"])
     df = df.assign(neg_kl=df["iwae64"] + df["nll"], logpx=-df["nll"])
     stats = df.groupby("objective", sort=False).agg(

@@ -4,7 +4,7 @@
 rule evaluate:
     input:
         model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
-        data=lambda wildcards: data_file(spec(wildcards)["dataset"]),
+        data=lambda wildcards: data_file(run_of(wildcards).dataset),
     output:
         f"{RESULTS}/runs/{{experiment}}/{{run}}/eval.json",
     log:

@@ -17,14 +17,14 @@ rule table:
     conda:
         "../../envs/iwae.yaml"
     params:
-        kind=lambda wildcards: EXPERIMENTS[wildcards.experiment]["type"],
-        layout=lambda wildcards: EXPERIMENTS[wildcards.experiment].get(
-            "table", "nll-au"
+        layout=lambda wildcards: PLAN.experiments[wildcards.experiment].layout,
+        title=lambda wildcards: shlex.quote(
+            PLAN.experiments[wildcards.experiment].title
         ),
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     shell:
-        "python -m iwae report table --experiment {wildcards.experiment} --kind {params.kind}"
-        " --layout {params.layout} --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m iwae report table --experiment {wildcards.experiment} --layout {params.layout}"
+        " --title {params.title} --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
 
 
 rule group_figure:
@@ -81,7 +81,7 @@ rule samples:
 
 rule summary:
     input:
-        evals=[e for name in SELECTED for e in evals_of(name)],
+        evals=[e for exp in SELECTED for e in evals_of(exp.name)],
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=f"{RESULTS}/tables/summary.md",
@@ -95,8 +95,8 @@ rule summary:
 
 rule report:
     input:
-        tables=[t for name in SELECTED for t in experiment_tables(name)],
-        figures=[f for name in SELECTED for f in experiment_figures(name)],
+        tables=[t for exp in SELECTED for t in experiment_tables(exp)],
+        figures=[f for exp in SELECTED for f in experiment_figures(exp)],
         summary=f"{RESULTS}/tables/summary.md",
     output:
         f"{RESULTS}/report.tex",
@@ -104,15 +104,18 @@ rule report:
         f"{RESULTS}/logs/report/report.log",
     conda:
         "../../envs/iwae.yaml"
+    params:
+        titles=" ".join(shlex.quote(f"{exp.name}={exp.title}") for exp in SELECTED),
     shell:
-        "python -m iwae report document --tables {input.tables} --figures {input.figures} --out {output} > {log} 2>&1"
+        "python -m iwae report document --tables {input.tables} --figures {input.figures}"
+        " --titles {params.titles} --out {output} > {log} 2>&1"
 
 
 rule report_pdf:
     input:
         tex=f"{RESULTS}/report.tex",
-        tables=[t for name in SELECTED for t in experiment_tables(name)],
-        figures=[f for name in SELECTED for f in experiment_figures(name)],
+        tables=[t for exp in SELECTED for t in experiment_tables(exp)],
+        figures=[f for exp in SELECTED for f in experiment_figures(exp)],
     output:
         f"{RESULTS}/report.pdf",
     log:

@@ -1,0 +1,74 @@
+"""The table layouts: how an experiment's runs become a paper-style table and its comparison
+with the published values. An experiment names its layout in the config (`table:`); a new
+table of an existing layout is a config entry only, a new layout one entry here (and its
+function in `iwae.report.tables`).
+
+    nll-au     Burda et al.'s Table 1: NLL and active units per layers x k, columns datasets x
+               objectives (grid experiments; the default)
+    bounds     Rainforth et al.'s comparison: IWAE-64, log p(x) and -KL(Q||P) per objective
+               (grid experiments evaluated with extra_k: [64])
+    two-stage  Burda et al.'s Table 2: first and second stage side by side (two-stage
+               experiments; their default)
+
+Importing this module imports neither pandas nor PyTorch: the config checks read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from iwae.errors import UserError
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    kinds: tuple[str, ...]  # experiment types it renders
+    build: Callable  # (runs' frame) -> (our table, the comparison with the paper)
+    needs_extra_k: tuple[int, ...] = ()  # bounds the runs must be evaluated with
+
+
+def _nll_au(df):
+    from iwae.report import tables
+
+    return tables.nll_au(df), tables.vs_paper(df)
+
+
+def _bounds(df):
+    from iwae.report import tables
+
+    return tables.bounds(df)
+
+
+def _two_stage(df):
+    from iwae.report import tables
+
+    return tables.two_stage(df, tables.first_stage_rows(df))
+
+
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        Layout("nll-au", ("grid",), _nll_au),
+        Layout("bounds", ("grid",), _bounds, needs_extra_k=(64,)),
+        Layout("two-stage", ("two-stage",), _two_stage),
+    )
+}
+DEFAULT = {"grid": "nll-au", "two-stage": "two-stage"}  # per experiment type
+
+
+def get(name: str) -> Layout:
+    if name not in LAYOUTS:
+        raise UserError(f"table layout {name!r}: unknown; expected one of {', '.join(LAYOUTS)}")
+    return LAYOUTS[name]
+
+
+def check(name: str, kind: str, evaluation: dict) -> None:
+    """That layout `name` can render an experiment of type `kind` evaluated as `evaluation`."""
+    layout = get(name)
+    if kind not in layout.kinds:
+        raise UserError(f"layout {name!r} renders {' or '.join(layout.kinds)} experiments, not {kind}")
+    missing = [k for k in layout.needs_extra_k if k not in (evaluation.get("extra_k") or [])]
+    if missing:
+        raise UserError(f"layout {name!r} needs the runs evaluated with extra_k including {missing}")
