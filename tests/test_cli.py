@@ -33,6 +33,7 @@ def test_user_errors_are_one_line_and_leave_nothing(tmp_path, prepared):
     _assert_user_error(run_cli("train", "--out", out, "--data", prepared["mnist"], "--layers", "9-x"), "9-x")
     _assert_user_error(run_cli("train", "--out", out, "--data", prepared["mnist"], "--lr", "-1"), "lr")
     _assert_user_error(run_cli("train", "--out", out, "--data", prepared["mnist"], "--k", "two"), "--k")
+    _assert_user_error(run_cli("train", "--out", out, "--data", prepared["mnist"], "--backend", "jax"), "backend")
     _assert_user_error(run_cli("fetch", "cifar"), "cifar")
     assert not out.exists()
 
@@ -43,6 +44,18 @@ def test_corrupt_model_file_is_reported(tmp_path, prepared):
     (run / "model.pt").write_bytes(b"garbage")
     _assert_user_error(run_cli("evaluate", "--run", run, "--data", prepared["mnist"]), "model.pt")
     assert not (run / "eval.json").exists()
+
+
+def test_evaluate_flags_come_from_its_config_class(tmp_path):
+    from iwae.config import EvalConfig
+
+    help_text = run_cli("evaluate", "--help").stdout
+    for f in EvalConfig.option_fields():
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    assert "--samples-figure" not in help_text  # a workflow choice, not an evaluation option
+    run = tmp_path / "run"
+    _assert_user_error(run_cli("evaluate", "--run", run, "--k", "0"), "k: 0")
+    _assert_user_error(run_cli("evaluate", "--run", run, "--backend", "jax"), "backend")
 
 
 def test_bad_config_file_names_the_key(tmp_path, prepared):
@@ -68,8 +81,24 @@ def test_train_then_evaluate_records_everything(tmp_path, prepared):
     assert len(record["active_units"]["variances"][0]) == 50 and record["active_units"]["threshold"] == 0.01
     training = record["training"]
     assert training["config"]["seed"] == 7 and training["config"]["k"] == 5  # file value, flag override
+    assert training["backend"] == "fused" and training["config"]["backend"] == "auto"  # resolved, and as asked
+    assert record["evaluation"]["backend"] == "fused" and record["evaluation"]["k"] == 100
     assert training["epochs"] == 2 and training["train_seconds"] > 0
     for env in (training["environment"], record["environment"]):
         assert env["torch"] and env["device"] == "cpu" and "revision" in env["git"]
     assert record["eval_seconds"] > 0
     assert training["data"]["sources"][0]["digest"]
+
+
+def test_bench_measures_both_backends(tmp_path):
+    result = run_cli("bench", "--seconds", "0.01", "--repeats", "1", "--threads", "2", "--out", tmp_path / "b.json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]
+    cases = {(r["kind"], r["backend"], r["layers"], r["k"]) for r in rows}
+    for backend in ("fused", "autograd"):
+        assert {(kind, layers, k) for kind, b, layers, k in cases if b == backend} == {
+            *(("train", layers, k) for layers in (1, 2) for k in (1, 5, 50)),
+            ("eval", 1, 5000),
+            ("eval", 2, 5000),
+        }
+    assert all(r["best"] > 0 for r in rows) and "fused / this" in result.stdout

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from iwae import datasets
+from iwae import datasets, models
+from iwae.architecture import Architecture
 from iwae.config import TrainConfig
 from iwae.evaluate import dataset_log_likelihood
-from iwae.model import Architecture, IWAEModel
+from iwae.likelihoods import Bernoulli
+from iwae.models import LayeredModel
 from iwae.optim import Adam
-from iwae.train import output_bias
 
 from conftest import ROOT, run_cli
 
@@ -72,34 +73,18 @@ def test_official_adam_lags_one_step():
     assert torch.all(opt.params > 0)
 
 
-def test_output_bias_is_logit_of_clipped_mean():
-    x = torch.tensor([[0.0, 1.0, 0.5], [0.0, 1.0, 0.3]])
-    np.testing.assert_allclose(
-        output_bias(x), np.log(np.array([1e-3, 1 - 1e-3, 0.4]) / (1 - np.array([1e-3, 1 - 1e-3, 0.4])))
-    )
-
-
-def test_first_encoder_runs_once_per_point():
-    model = IWAEModel(Architecture.parse("2"), 784)
-    model.initialize(0)
-    fp = model.forward(torch.zeros(3, 784), 7, torch.Generator().manual_seed(0))
-    assert fp.layers[0].q_tape[0].shape == (3, 784)  # the data, not 7 copies of it
-    assert fp.layers[1].q_tape[0].shape == (21, 100)  # above it, one row per sample
-    assert fp.log_w.shape == (7, 3)
-
-
 def test_official_init_repeats_equal_shaped_layers():
-    model = IWAEModel(Architecture.parse("1"), 784)
+    model = LayeredModel(Architecture.parse("1"), 784)
     model.initialize(5, scheme="official")
-    enc, dec = model.encoders[0], model.decoders[0]
-    assert torch.equal(enc.weights[1], dec.weights[1])  # both 200 x 200, both RandomState(123)
-    w = enc.weights[2]
+    p = model.buffer.param
+    assert torch.equal(p("encoder.q0.w1"), p("decoder.p0.w1"))  # both 200 x 200, both RandomState(123)
+    w = p("encoder.q0.w2")
     assert torch.equal(w[:, :50], w[:, 50:])  # mean and log-sigma maps start equal
-    other = IWAEModel(Architecture.parse("1"), 784)
+    other = LayeredModel(Architecture.parse("1"), 784)
     other.initialize(5)
     bound = math.sqrt(6 / (784 + 200))
-    assert other.encoders[0].weights[0].abs().max() <= bound
-    assert not torch.equal(other.encoders[0].weights[1], other.decoders[0].weights[1])
+    assert other.buffer.param("encoder.q0.w0").abs().max() <= bound
+    assert not torch.equal(other.buffer.param("encoder.q0.w1"), other.buffer.param("decoder.p0.w1"))
 
 
 # --------------------------------------------------------------------------- resume
@@ -235,10 +220,28 @@ def test_one_epoch_of_iwae_on_mnist_lowers_test_nll(prepared, tmp_path):
     data = datasets.load(prepared["mnist"])
     g = torch.Generator().manual_seed(123)
     x = datasets.binarize(data.test[:150], g)
-    before = IWAEModel(Architecture.parse("1"), 784)
-    before.initialize(cfg.seed, output_bias=output_bias(data.train))
-    after = IWAEModel.from_state(torch.load(tmp_path / "run/model.pt", weights_only=True)["model"])
+    before = LayeredModel(Architecture.parse("1"), 784)
+    before.initialize(cfg.seed, output_bias=Bernoulli().output_bias(data.train))
+    after = models.from_state(torch.load(tmp_path / "run/model.pt", weights_only=True)["model"])
     nll_before = -dataset_log_likelihood(before, x, 5000, g).mean().item()
     nll_after = -dataset_log_likelihood(after, x, 5000, g).mean().item()
     assert nll_before > 180  # roughly independent pixels at the mean image
     assert nll_after < 120 and nll_after < nll_before - 60, (nll_before, nll_after)
+
+
+def test_autograd_backend_trains_the_same_run(prepared, tmp_path):
+    """Both backends compute the same gradients: a short float32 run ends in the same place
+    up to rounding, and train.json says which backend ran."""
+    from iwae.train import train
+
+    finals, params = {}, {}
+    for backend in ("fused", "autograd"):
+        cfg = TrainConfig(data=str(prepared["mnist"]), layers="2", objective="dreg", k=5, epochs_per_stage=[1, 1],
+                          train_subset=400, backend=backend, threads=2)  # fmt: skip
+        record = train(cfg, tmp_path / backend, quiet=True)
+        assert record["backend"] == backend
+        finals[backend] = [float(o) for o in _objectives(tmp_path / backend)]
+        params[backend] = _params(tmp_path / backend)
+    np.testing.assert_allclose(finals["autograd"], finals["fused"], rtol=1e-5)
+    assert (params["autograd"] - params["fused"]).abs().max() < 1e-3
+    assert not torch.equal(params["autograd"], params["fused"])  # two computations, not one

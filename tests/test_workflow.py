@@ -42,7 +42,8 @@ def test_paper_protocol_reaches_the_jobs(tmp_path):
     assert result.returncode == 0, result.stderr
     command = next(line for line in result.stdout.splitlines() if "iwae train" in line)
     for flag in ("--layers 2", "--objective iwae", "--k 50", "--epochs-per-stage 1,3,9,27,81,243,729,2187",
-                 "--lr 0.001", "--batch-size 20", "--adam-beta1 0.9", "--adam-eps 0.0001", "--shuffle"):  # fmt: skip
+                 "--lr 0.001", "--batch-size 20", "--adam-beta1 0.9", "--adam-eps 0.0001", "--shuffle",
+                 "--backend auto"):  # fmt: skip
         assert flag in command, (flag, command)
 
 
@@ -57,6 +58,8 @@ def test_paper_protocol_reaches_the_jobs(tmp_path):
         ("experiments:\n  table1:\n    datasets: [cifar]\n", "datasets"),
         ("run_experiments: [table9]\n", "run_experiments"),
         ("compute:\n  device: tpu\n", "device"),
+        ("protocol:\n  backend: jax\n", "protocol: backend"),
+        ("experiments:\n  table1:\n    table: pie\n", "experiments.table1.table"),
     ],
 )
 def test_invalid_config_fails_before_any_job_and_names_the_key(tmp_path, text, key):

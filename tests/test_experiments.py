@@ -1,0 +1,160 @@
+"""The experiment model and the registries, without Snakemake: runs, ids, links, outputs,
+config errors that name their key, and a new objective that needs no other change."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import jsonschema
+import pandas as pd
+import pytest
+import yaml
+
+from iwae import objectives
+from iwae.errors import UserError
+from iwae.experiments import Plan, layers_tag
+from iwae.objectives import Coefficients, Estimate, Objective
+from iwae.report import tables
+
+from conftest import ROOT
+
+CONFIG = yaml.safe_load((ROOT / "config.yaml").read_text())
+SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def with_changes(**experiments) -> dict:
+    config = copy.deepcopy(CONFIG)
+    for name, changes in experiments.items():
+        config["experiments"][name] = {**config["experiments"].get(name, {}), **changes}
+    return config
+
+
+def test_default_config_is_table1_and_its_runs():
+    plan = Plan.from_config(CONFIG)
+    assert plan.selected == ["table1"]
+    table1 = plan.experiments["table1"]
+    ids = [r.id for r in table1.runs]
+    assert len(ids) == 24 and ids[0] == "mnist-1l-vae-k1-s1" and "omniglot-2l-iwae-k50-s1" in ids
+    run = plan.run("table1", "mnist-2l-iwae-k50-s1")
+    assert (run.dataset, run.layers, run.objective, run.k, run.seed) == ("mnist", 2, "iwae", 50, 1)
+    options = run.train_options()
+    assert options["epochs_per_stage"] == [1, 3, 9, 27, 81, 243, 729, 2187] and options["lr"] == 1e-3
+    assert run.eval_options()["k"] == 5000 and "samples_figure" not in run.eval_options()
+    assert table1.title.startswith("Burda et al., Table 1") and table1.layout == "nll-au"
+    with pytest.raises(UserError, match="no run"):
+        plan.run("table1", "mnist-3l-iwae-k50-s1")
+
+
+def test_outputs_of_each_experiment():
+    plan = Plan.from_config(CONFIG)
+    table1 = plan.experiments["table1"]
+    assert table1.tables() == ["table1.tex", "table1.md", "table1_vs_paper.tex", "table1_vs_paper.md"]
+    figures = table1.figures()
+    assert "nll_vs_k" in figures and "curves_mnist_1l" in figures and "variances_omniglot_2l" in figures
+    assert sum(f.startswith("samples/") for f in figures) == 24
+    assert len(figures) == 4 * 2 + 1 + 24
+    single_k = plan.experiments["estimators"]
+    assert "nll_vs_k" not in single_k.figures() and single_k.layout == "bounds"
+    assert plan.experiments["table2"].layout == "two-stage"
+
+
+def test_two_stage_runs_link_to_their_first_stage():
+    plan = Plan.from_config(CONFIG)
+    table2 = plan.experiments["table2"]
+    assert [r.id for r in table2.runs] == ["mnist-1l-vae-k1-to-iwae-k50-s1", "mnist-1l-iwae-k50-to-vae-k1-s1"]
+    assert table2.runs[0].first_stage == ("table1", "mnist-1l-vae-k1-s1")
+    assert table2.first_stages() == [("table1", "mnist-1l-iwae-k50-s1"), ("table1", "mnist-1l-vae-k1-s1")]
+    assert table2.runs[0].train_options()["lr"] == 1e-4 and table2.runs[0].train_options()["epochs_per_stage"] == [2187]
+
+
+def test_seeds_and_explicit_architectures_multiply_runs():
+    plan = Plan.from_config(with_changes(table1={"seeds": [1, 2, 3], "layers": [1, "200-200-2"]}))
+    ids = [r.id for r in plan.experiments["table1"].runs]
+    assert len(ids) == 72 and "mnist-L200x200x2-iwae-k50-s3" in ids
+    assert layers_tag("200-200-100/100-100-50") == "L200x200x100_100x100x50"
+
+
+def test_experiment_overrides_merge_key_by_key():
+    config = with_changes(fixed={"type": "grid", "datasets": ["mnist-fixed"], "layers": [1], "objectives": ["iwae"],
+                                 "k": [5], "seeds": [1], "protocol": {"lr": 3e-4}, "evaluation": {"k": 100}})  # fmt: skip
+    run = Plan.from_config(config).experiments["fixed"].runs[0]
+    assert run.train_options()["lr"] == 3e-4 and run.train_options()["batch_size"] == 20
+    assert run.eval_options()["k"] == 100 and run.eval_options()["seed"] == 123
+
+
+@pytest.mark.parametrize(
+    "change,key",
+    [
+        ({"table1": {"datasets": ["cifar"]}}, "experiments.table1.datasets: dataset 'cifar'"),
+        ({"table1": {"objectives": ["miwae-m3"]}}, "experiments.table1.objectives: objective miwae-m3: k = 1"),
+        ({"table1": {"objectives": ["nope"]}}, "experiments.table1.objectives: objective 'nope'"),
+        ({"table1": {"layers": ["9-x"]}}, "experiments.table1.layers"),
+        ({"table1": {"table": "bounds"}}, "experiments.table1.table: layout 'bounds' needs"),
+        ({"table1": {"table": "pie"}}, "experiments.table1.table: table layout 'pie'"),
+        ({"table2": {"table": "nll-au"}}, "experiments.table2.table: layout 'nll-au' renders grid"),
+        ({"table1": {"protocol": {"lrr": 1}}}, "experiments.table1.protocol: unknown training option 'lrr'"),
+        ({"table1": {"protocol": {"backend": "jax"}}}, "experiments.table1.protocol: backend: 'jax'"),
+        ({"table1": {"evaluation": {"k": 0}}}, "experiments.table1.evaluation: k: 0 must be a positive integer"),
+        ({"table2": {"first_stage": "table9"}}, "experiments.table2.first_stage"),
+        ({"table2": {"seeds": [2]}}, "experiments.table2.pairs: first stage mnist-1l-vae-k1-s2 is not a run"),
+    ],
+)
+def test_config_errors_name_the_key(change, key):
+    with pytest.raises(UserError) as err:
+        Plan.from_config(with_changes(**change))
+    assert key in str(err.value), str(err.value)
+
+
+def test_section_and_selection_errors_name_the_key():
+    for section, values, key in (
+        ("protocol", {"batch_size": "twenty"}, "protocol: batch_size: 'twenty'"),
+        ("evaluation", {"extra_k": [0]}, "evaluation: extra_k"),
+        ("run_experiments", ["table9"], "run_experiments: 'table9'"),
+    ):
+        config = copy.deepcopy(CONFIG)
+        config[section] = {**config[section], **values} if isinstance(values, dict) else values
+        with pytest.raises(UserError, match=key):
+            Plan.from_config(config)
+
+
+@pytest.fixture
+def new_objective():
+    """An objective added the way the registry asks: one decorated function."""
+
+    @objectives.estimator("halfiwae", "Half-IWAE(a={})", param=("a", float))
+    def halfiwae(log_w, a):
+        bound, w = log_w.logsumexp(0) - log_w.new_tensor(log_w.shape[0]).log(), log_w.softmax(0)
+        c = a * w / log_w.shape[1]
+        return Estimate(a * bound, Coefficients(c, c, c))
+
+    yield "halfiwae-a0.5"
+    del objectives.REGISTRY["halfiwae"]
+
+
+def test_a_new_objective_needs_only_its_registry_entry(new_objective, tmp_path):
+    assert Objective.parse(new_objective).label == "Half-IWAE(a=0.5)"
+    config = with_changes(table1={"objectives": ["vae", "iwae", new_objective]})
+    jsonschema.validate(config, SCHEMA)  # the schema does not restate the vocabulary
+    plan = Plan.from_config(config)
+    assert "mnist-1l-halfiwae-a0.5-k50-s1" in [r.id for r in plan.experiments["table1"].runs]
+    # the report labels it from the registry
+    frame = pd.DataFrame(
+        [{"dataset": "mnist", "dataset_label": "MNIST", "layers": 1, "objective": o, "k": 5, "seed": 1,
+          "nll": 90.0, "nll_stderr": 0.5, "test_points": 500, "test_selection": "random", "eval_k": 5000,
+          "active_units": "20", "active_total": 20, "iwae64": float("nan"), "train_nll": float("nan"),
+          "train_points": 0, "epochs": 3}
+         for o in ("iwae", new_objective)]
+    )  # fmt: skip
+    header = tables.nll_au(frame).markdown()
+    assert "Half-IWAE(a=0.5) NLL" in header and "IWAE NLL" in header
+
+
+def test_registries_import_without_torch():
+    code = (
+        "import sys; import iwae.experiments, iwae.objectives, iwae.catalogue, iwae.config, iwae.report.layouts;"
+        "print('torch' in sys.modules, 'pandas' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["False", "False"]
