@@ -47,6 +47,18 @@ def test_paper_defaults():
     assert cfg.shuffle and cfg.optimizer == "adam" and cfg.init == "glorot"
 
 
+def test_resume_fingerprint_ignores_runtime_options_and_is_stable():
+    """A checkpoint resumes only its own trajectory; where and how fast it runs (backend,
+    device, threads, checkpoint interval) is not part of that, and checkpoints written by
+    earlier versions keep resuming (the value below is the one they carry)."""
+    paper = TrainConfig(data="x", layers="2", k=50)
+    assert paper.fingerprint([{"a": 1}]) == "f15d0e62d165a16a"
+    elsewhere = TrainConfig(data="y", layers="2", k=50, backend="autograd", device="cpu", threads=1,
+                            checkpoint_minutes=1.0)  # fmt: skip
+    assert elsewhere.fingerprint([{"a": 1}]) == paper.fingerprint([{"a": 1}])
+    assert TrainConfig(data="x", layers="2", k=50, seed=2).fingerprint([{"a": 1}]) != paper.fingerprint([{"a": 1}])
+
+
 def test_fused_adam_matches_its_specification():
     p = torch.randn(5000)
     fused, plain = Adam(p.clone(), torch.zeros(5000)), Adam(p.clone(), torch.zeros(5000))
