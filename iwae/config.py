@@ -117,6 +117,15 @@ class TrainConfig(_Options):
         "or 'auto' (fused where it applies); the same gradients either way",
         runtime=True,
     )
+    tf32: bool = _opt(
+        False,
+        "TF32 matrix products on a GPU: faster, less accurate (about 1e-3 relative per product); off as in "
+        "the paper's float32",
+        fingerprint="unless-default",
+    )
+    cuda_graphs: bool = _opt(
+        True, "on a GPU, capture each step once as a CUDA graph and replay it (the same arithmetic)", runtime=True
+    )
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
     threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
     checkpoint_minutes: float = _opt(10.0, "write a checkpoint at least this often inside long stages", runtime=True)
@@ -150,7 +159,8 @@ class TrainConfig(_Options):
         for key in ("adam_beta1", "adam_beta2"):
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and 0 <= value < 1, key, "must lie in [0, 1)")
-        need(isinstance(self.shuffle, bool), "shuffle", "must be true or false")
+        for key in ("shuffle", "tf32", "cuda_graphs"):
+            need(isinstance(getattr(self, key), bool), key, "must be true or false")
         self._positive_int("train_subset", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
         self._runtime_checks()
@@ -166,9 +176,15 @@ class TrainConfig(_Options):
         return sum(self.epochs_per_stage)
 
     def fingerprint(self, data_sources: list | None = None) -> str:
-        """Identifies the training trajectory: a checkpoint only resumes a run with the same."""
-        runtime = {f.name for f in dataclasses.fields(self) if f.metadata.get("runtime")} | {"data"}
-        values = {k: v for k, v in self.to_dict().items() if k not in runtime}
+        """Identifies the training trajectory: a checkpoint only resumes a run with the same.
+        Options added later count only away from their defaults, so that checkpoints written
+        before them keep resuming."""
+        left_out = {"data"}
+        for f in dataclasses.fields(self):
+            at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == f.default
+            if f.metadata.get("runtime") or at_default:
+                left_out.add(f.name)
+        values = {k: v for k, v in self.to_dict().items() if k not in left_out}
         values["data_sources"] = data_sources
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from iwae import backends, datasets, models, runtime
+from iwae import backends, cuda, datasets, models, runtime
 from iwae.checkpoints import load_model_file
 from iwae.config import EvalConfig
 from iwae.errors import UserError
@@ -115,7 +115,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     """Evaluate a trained run as `cfg` says; write and return its record (eval.json)."""
     cfg = cfg or EvalConfig()
     started = time.monotonic()
-    dev = resolve_device(cfg.device)
+    dev = cuda.claim(resolve_device(cfg.device))
     k, batch, chunk = cfg.k, cfg.batch, cfg.chunk or default_chunk(dev, cfg.batch)
     runtime.setup(dev, cfg.threads)
     state = load_model_file(Path(model_path))

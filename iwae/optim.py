@@ -32,17 +32,33 @@ class Adam:
         beta2: float = 0.999,
         eps: float = 1e-4,
         variant: str = "adam",
+        lr_on_device: bool = False,
     ):
+        """`lr_on_device`: the fused kernel reads the learning rate from a device tensor, so
+        that a step captured in a CUDA graph follows the schedule (used on GPUs, graphed or
+        not, so that graphed and eager steps are the same arithmetic)."""
         if variant not in VARIANTS:
             raise UserError(f"optimizer: unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
         self.params, self.grads = params, grads
-        self.lr, self.beta1, self.beta2, self.eps, self.variant = lr, beta1, beta2, eps, variant
+        self.beta1, self.beta2, self.eps, self.variant = beta1, beta2, eps, variant
+        self.lr_tensor = torch.tensor(lr, dtype=torch.float32, device=params.device) if lr_on_device else None
+        self.lr = lr
         self.m = torch.zeros_like(params)
         self.v = torch.ones_like(params) if variant == "adam-official" else torch.zeros_like(params)
         # the fused kernel keeps its step count in a tensor; `t` mirrors it on the host
         self.t = 1 if variant == "adam-official" else 0
         self._step_tensor = torch.zeros((), dtype=torch.float32, device=params.device)
         self._fused = variant == "adam" and hasattr(torch, "_fused_adam_")
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = value
+        if self.lr_tensor is not None:
+            self.lr_tensor.fill_(value)
 
     def step(self) -> None:
         if self.variant == "adam-official":
@@ -51,7 +67,7 @@ class Adam:
             self._step_tensor += 1  # the kernel reads the step count, it does not advance it
             torch._fused_adam_(
                 [self.params], [self.grads], [self.m], [self.v], [], [self._step_tensor],
-                lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
+                lr=self.lr if self.lr_tensor is None else self.lr_tensor, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps,
                 amsgrad=False, maximize=True,
             )  # fmt: skip
             self.t += 1

@@ -38,9 +38,12 @@ def tune_allocator() -> bool:
     return ok
 
 
-def setup(device: torch.device, threads: int | None = None) -> None:
-    """Call once before heavy work on `device`."""
+def setup(device: torch.device, threads: int | None = None, tf32: bool = False) -> None:
+    """Call once before heavy work on `device`. TF32 matrix products (GPU only) trade
+    accuracy for speed: off unless a training configuration asks for them."""
     if threads:
         torch.set_num_threads(threads)
     if device.type == "cpu":
         tune_allocator()
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32

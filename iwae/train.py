@@ -24,12 +24,13 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from iwae import backends, datasets, models, runtime
+from iwae import backends, cuda, datasets, models, runtime
 from iwae.checkpoints import CheckpointStore, load_model_file, on_cpu, save_model_file
 from iwae.config import TrainConfig
 from iwae.errors import Diverged, Interrupted, UserError
@@ -62,6 +63,31 @@ def train_step(backend, objective: Objective, optimizer: Adam, x: torch.Tensor, 
     return estimate.bound
 
 
+def data_step(trainer: Trainer, rows: torch.Tensor, total: torch.Tensor) -> None:
+    """A step on the training points `rows`: gather, a fresh binarisation where the dataset
+    is binarised at every use, `train_step`, and the epoch's running sum (on the device)."""
+    x = torch.index_select(trainer.x, 0, rows)
+    if trainer.data.dynamic:
+        x = datasets.binarize(x, trainer.gen)
+    total += train_step(trainer.backend, trainer.objective, trainer.opt, x, trainer.cfg.k, trainer.gen).sum()
+
+
+class EagerSteps:
+    """The steps of an epoch as eager operations, the position a host integer."""
+
+    may_sync = True  # mid-epoch checkpoints may read device values
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def begin(self, perm: torch.Tensor, total: torch.Tensor, first: int) -> None:
+        self.perm, self.total = perm, total
+
+    def step(self, i: int) -> None:
+        batch = self.trainer.cfg.batch_size
+        data_step(self.trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+
+
 def _say(quiet: bool):
     def say(message: str) -> None:
         if not quiet:
@@ -78,13 +104,25 @@ def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool |
 class Trainer:
     """One run: its data, model, optimizer, random stream, checkpoints and position."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: Path, quiet: bool, progress: bool | None):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        out_dir: Path,
+        quiet: bool,
+        progress: bool | None,
+        stop: StopRequest | None = None,
+        data: datasets.Data | None = None,
+        pack: dict | None = None,
+    ):
+        """`stop`, `data` and `pack` are shared by the runs of a pack: one stop request for
+        the process, one copy of the dataset, and the pack's name and members."""
         self.cfg, self.out_dir, self.run_name = cfg, out_dir, out_dir.name
         self.say = _say(quiet)
         self.quiet = quiet
-        self.device = resolve_device(cfg.device)
-        runtime.setup(self.device, cfg.threads)
-        self.data = datasets.load(Path(cfg.data), self.device)
+        self.device = cuda.claim(resolve_device(cfg.device), say=self.say)
+        runtime.setup(self.device, cfg.threads, cfg.tf32)
+        self.data = data if data is not None else datasets.load(Path(cfg.data), self.device)
+        self.pack = pack
         self.x = self.data.train
         if cfg.train_subset is not None:
             if cfg.train_subset > self.x.shape[0]:
@@ -99,13 +137,16 @@ class Trainer:
         self.opt = Adam(
             self.model.buffer.data, self.model.buffer.grad,
             cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer,
+            lr_on_device=self.device.type == "cuda",
         )  # fmt: skip
         self.gen = torch.Generator(device=self.device)
         lineage = list(self.data.meta["sources"])
         if cfg.init_from:  # a second stage belongs to its first stage's exact parameters
             lineage.append({"init_from": file_digest(Path(cfg.init_from), "sha256")})
         self.store = CheckpointStore(out_dir / "checkpoints", cfg.fingerprint(lineage))
-        self.stop = _StopRequest()
+        self.stop = stop or StopRequest()
+        self.eager_because = cuda.graphs_apply(cfg, self.device)
+        self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self)
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
 
     # ---------------------------------------------------------------- state
@@ -161,33 +202,42 @@ class Trainer:
     # ---------------------------------------------------------------- loop
 
     def run(self) -> dict:
-        resumed = self.restore_or_initialize()
-        self.session_start = self.last_checkpoint = time.monotonic()
-        self.done_epochs = sum(self.cfg.epochs_per_stage[: self.pos.stage]) + self.pos.epoch
-        stages = self.cfg.epochs_per_stage
+        """Train to the end (or resume and do so), alone in this process."""
+        self.stop.install()
         try:
-            self.stop.install()
-            for stage in range(self.pos.stage, len(stages)):
-                self.opt.lr = self.cfg.learning_rate(stage)
-                for epoch in range(self.pos.epoch if stage == self.pos.stage else 0, stages[stage]):
-                    # only the restored position can lie inside an epoch
-                    self.epoch(stage, epoch, resumed if self.pos.step > 0 else None)
-                    last = epoch + 1 == stages[stage]
-                    self.pos = Position(stage + 1, 0, 0) if last else Position(stage, epoch + 1, 0)
-                    if last or self.checkpoint_due() or self.stop.requested:
-                        self.checkpoint((stage, epoch), self.pos)
-                        if self.stop.requested:
-                            raise self.interrupted(stage, epoch)
-                if not self.bar.enabled:
-                    self.say(
-                        f"{self.run_name}: stage {stage + 1}/{len(stages)} done, objective {self.log[-1]['objective']:.3f}"
-                    )
+            for _ in self.train():
+                pass
         finally:
             self.stop.uninstall()
             self.bar.close()
         return self.finish()
 
-    def epoch(self, stage: int, epoch: int, resumed: dict | None) -> None:
+    def train(self) -> Iterator[str]:
+        """The training loop as a generator: it yields "step" after every step and "epoch"
+        after every epoch, so that a pack (`iwae.packs`) can interleave its runs. Raises
+        Diverged or Interrupted; `finish` writes the results."""
+        resumed = self.restore_or_initialize()
+        self.session_start = self.last_checkpoint = time.monotonic()
+        self.done_epochs = sum(self.cfg.epochs_per_stage[: self.pos.stage]) + self.pos.epoch
+        stages = self.cfg.epochs_per_stage
+        for stage in range(self.pos.stage, len(stages)):
+            self.opt.lr = self.cfg.learning_rate(stage)
+            for epoch in range(self.pos.epoch if stage == self.pos.stage else 0, stages[stage]):
+                # only the restored position can lie inside an epoch
+                yield from self.epoch(stage, epoch, resumed if self.pos.step > 0 else None)
+                last = epoch + 1 == stages[stage]
+                self.pos = Position(stage + 1, 0, 0) if last else Position(stage, epoch + 1, 0)
+                if last or self.checkpoint_due() or self.stop.requested:
+                    self.checkpoint((stage, epoch), self.pos)
+                    if self.stop.requested:
+                        raise self.interrupted(stage, epoch)
+                yield "epoch"
+            if not self.bar.enabled:
+                self.say(
+                    f"{self.run_name}: stage {stage + 1}/{len(stages)} done, objective {self.log[-1]['objective']:.3f}"
+                )
+
+    def epoch(self, stage: int, epoch: int, resumed: dict | None) -> Iterator[str]:
         """One pass over the training set (from the middle, if `resumed` holds a checkpoint
         taken inside this epoch). Syncs with the device once, at the end."""
         cfg, batch, n = self.cfg, self.cfg.batch_size, self.x.shape[0]
@@ -203,23 +253,22 @@ class Trainer:
                 else torch.arange(n, device=self.device)
             )
             total, seconds_before = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
+        self.steps.begin(perm, total, first)
         start = time.monotonic()
         for step in range(first, self.n_batches):
-            x = torch.index_select(self.x, 0, perm[step * batch : (step + 1) * batch])
-            if self.data.dynamic:  # a fresh binarisation every time a point is used
-                x = datasets.binarize(x, self.gen)
-            total += train_step(self.backend, self.objective, self.opt, x, cfg.k, self.gen).sum()
-            if self.stop.requested or (step + 1 < self.n_batches and self.checkpoint_due()):
-                if not math.isfinite(total.item()):
+            self.steps.step(step)
+            due = self.steps.may_sync and step + 1 < self.n_batches and self.checkpoint_due()
+            if self.stop.requested or due:
+                if not math.isfinite(self.steps.total.item()):
                     raise self.diverged("objective", stage, epoch)
                 self.pos = Position(stage, epoch, step + 1)
                 seconds = seconds_before + time.monotonic() - start
-                self.checkpoint(
-                    (stage, epoch), self.pos, {"perm": perm.cpu(), "epoch_sum": total.cpu(), "epoch_seconds": seconds}
-                )
+                extra = {"perm": perm.cpu(), "epoch_sum": self.steps.total.cpu(), "epoch_seconds": seconds}
+                self.checkpoint((stage, epoch), self.pos, extra)
                 if self.stop.requested:
                     raise self.interrupted(stage, epoch)
-        mean = total.item() / (self.n_batches * batch)
+            yield "step"
+        mean = self.steps.total.item() / (self.n_batches * batch)
         seconds = seconds_before + time.monotonic() - start
         if not math.isfinite(mean):
             raise self.diverged("objective", stage, epoch)
@@ -245,6 +294,8 @@ class Trainer:
             "run": self.run_name,
             "config": self.cfg.to_dict(),
             "backend": self.backend.name,
+            "steps_as": "eager" if self.eager_because else "cuda graphs",
+            "eager_because": self.eager_because,
             "objective_final": self.log[-1]["objective"] if self.log else None,
             "epochs": self.done_epochs,
             "steps": self.done_epochs * self.n_batches,
@@ -255,6 +306,7 @@ class Trainer:
                 "path": str(self.cfg.data),
                 **{k: self.data.meta[k] for k in ("dataset", "label", "splits", "sources")},
             },
+            "pack": self.pack,
             "environment": environment(self.device),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
@@ -285,16 +337,20 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     write_text(path, buf.getvalue())
 
 
-class _StopRequest:
+class StopRequest:
     """Turns SIGTERM / SIGINT into a flag the training loop checks at every step, so that a
     scheduler's kill (Slurm sends SIGTERM first) leaves a fresh checkpoint behind."""
 
-    def __init__(self):
+    def __init__(self, also=None):
+        """`also(signum)` is called on every signal too (a pack passes it on to its workers)."""
         self.requested = False
         self.signum = 0
+        self.also = also
         self._previous = {}
 
     def _handler(self, signum, frame):
+        if self.also:
+            self.also(signum)
         if self.requested:  # a second signal: stop now
             raise KeyboardInterrupt
         self.requested, self.signum = True, signum
