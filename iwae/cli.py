@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -97,6 +98,21 @@ def _read_config_file(path: Path) -> dict:
 
 def cmd_train(args) -> int:
     from iwae.config import TrainConfig
+
+    if args.pack:
+        from iwae.packs import train_pack
+
+        given = sorted(f.name for f in TrainConfig.option_fields() if hasattr(args, f.name) and f.name != "threads")
+        if args.out or args.config or given:
+            raise UserError(
+                f"train --pack: the pack file {args.pack} holds every run's options; drop --out, --config, --{given[0] if given else 'config'}"
+            )
+        records = train_pack(Path(args.pack), getattr(args, "threads", None), args.quiet, args.pack_runs)
+        for r in records if not args.pack_runs else []:  # a worker: the pack's first process reports
+            print(f"{r['run']}: {r['epochs']} epochs, final objective {r['objective_final']:.3f}")
+        return 0
+    if not args.out:
+        raise UserError("train: --out (a run directory) or --pack (a pack file) is required")
     from iwae.train import train
 
     record = train(_options(TrainConfig, args, args.config), Path(args.out), quiet=args.quiet)
@@ -123,9 +139,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from iwae.bench import BENCH_BACKENDS, bench, format_table
+    from iwae.bench import BENCH_BACKENDS, bench, bench_pack, format_pack_table, format_table
     from iwae.files import write_json
 
+    if args.gpu_report:
+        from iwae.gpu_report import gpu_report
+
+        gpu_report(Path(args.gpu_report), args.device, args.minutes, threads=args.threads)
+        return 0
+    if args.pack:
+        report = bench_pack(args.pack, args.threads or 2, args.device if args.device != "auto" else "cpu")
+        print(format_pack_table(report))
+        if args.out:
+            write_json(args.out, report)
+        return 0
     names = BENCH_BACKENDS if args.backend == "both" else (args.backend,)
     report = bench(args.device, args.threads, args.seconds, args.repeats, names)
     print(format_table(report))
@@ -218,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .npz (default: results/data/<dataset>.npz)")
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train (or resume) one run; defaults are the paper's protocol")
-    p.add_argument("--out", required=True, help="run directory (checkpoints, log, model.pt, train.json)")
+    p = sub.add_parser("train", help="train (or resume) one run, or a pack of runs; defaults are the paper's protocol")
+    p.add_argument("--out", help="run directory (checkpoints, log, model.pt, train.json)")
+    p.add_argument("--pack", help="a pack file: several runs of one dataset trained in one job (see iwae.packs)")
+    p.add_argument("--pack-runs", type=_int_list, help=argparse.SUPPRESS)  # a worker's share of a pack
     p.add_argument("--config", help="YAML/JSON file of training options; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     _add_options(p, TrainConfig)
@@ -245,6 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="both",
         help="which backends to measure (default: both)",
     )
+    p.add_argument(
+        "--pack",
+        type=_positive_int,
+        help="instead: N runs trained as one pack job against N separate jobs, at k = 1, 5 and 50 (real iwae train "
+        "processes on synthetic data; --threads is the total)",
+    )
+    p.add_argument(
+        "--gpu-report",
+        metavar="DIR",
+        help="instead: the prepared check of Table 1's cost on a GPU (about 6 minutes; iwae.gpu_report), "
+        "written to DIR/report.json; on a CPU a quick version of it",
+    )
+    p.add_argument("--minutes", type=float, default=6.0, help="time budget of --gpu-report (default: 6)")
     p.add_argument("--out", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -279,7 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Set before PyTorch starts CUDA: the runs of a pack replay their steps on streams of their
+# own, and more than this many streams would share hardware queues; a fixed cuBLAS workspace
+# keeps products deterministic across streams.
+CUDA_ENVIRONMENT = {"CUDA_DEVICE_MAX_CONNECTIONS": "32", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for key, value in CUDA_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

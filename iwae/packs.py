@@ -1,0 +1,194 @@
+"""Packs: several runs of one dataset trained in one job. A pack is a scheduling choice only.
+
+Every run keeps its own seed and random stream, data order, binarisation and noise, its run
+directory, checkpoints, train_log.csv, model.pt and train.json (which records the pack), so
+that its result does not depend on its pack-mates: a run trained in a pack ends bit-identical
+to the same run trained alone (with the same threads per run). A run that diverges stops
+alone; the others finish. A killed pack resumes every run from its own checkpoints.
+
+In one process the runs are interleaved: each run's training loop is a generator
+(`Trainer.train`) that the pack advances in turn, one epoch at a time on a CPU and one step
+at a time on a GPU, where every run has a stream of its own and its steps overlap with its
+pack-mates'. On a CPU with several threads the pack is split over worker processes, one per
+thread, each training its share of the runs with one thread: a pack is then never slower
+than the same runs as separate jobs with the same total threads.
+
+The pack file (written by the workflow, `results/packs/<experiment>/<pack>.json`):
+
+    {"name": "table1-mnist", "runs": [{"out": "results/runs/table1/mnist-1l-vae-k1-s1",
+                                       "options": {<TrainConfig values>}}, ...]}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from iwae.config import TrainConfig
+from iwae.errors import Diverged, Interrupted, UserError
+
+
+def load_spec(path: Path) -> tuple[str, list[tuple[Path, TrainConfig]]]:
+    """The pack's name and its runs (run directory, configuration), checked."""
+    try:
+        spec = json.loads(Path(path).read_text())
+        name, runs = spec["name"], spec["runs"]
+        members = [(Path(r["out"]), r["options"]) for r in runs]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: not a pack file ({type(e).__name__}: {e})") from None
+    if not members:
+        raise UserError(f"{path}: a pack needs at least one run")
+    out = [(run_dir, TrainConfig.from_dict(options, f"{path}: {run_dir.name}")) for run_dir, options in members]
+    for key in ("data", "device", "tf32"):  # one dataset in memory, one device, one TF32 setting
+        values = {getattr(cfg, key) for _, cfg in out}
+        if len(values) > 1:
+            raise UserError(f"{path}: the runs of a pack share one {key}, got {sorted(values)}")
+    if len({run_dir for run_dir, _ in out}) < len(out):
+        raise UserError(f"{path}: a run appears twice")
+    return name, out
+
+
+def cost(cfg: TrainConfig) -> float:
+    """Relative CPU time of a run: steps, times a step's cost at this k (bench: a k = 50
+    step costs about ten k = 1 steps), times the stochastic layers."""
+    from iwae.architecture import Architecture
+
+    layers = Architecture.parse(cfg.layers).n_stochastic
+    return cfg.total_epochs * (cfg.train_subset or 1) * (1 + 0.2 * cfg.k) * (1 + 0.5 * (layers - 1))
+
+
+def shares(costs: list[float], workers: int) -> list[list[int]]:
+    """Run indices per worker, longest runs first to the least loaded worker."""
+    loads, out = [0.0] * workers, [[] for _ in range(workers)]
+    for i in sorted(range(len(costs)), key=lambda i: -costs[i]):
+        w = loads.index(min(loads))
+        out[w].append(i)
+        loads[w] += costs[i]
+    return [sorted(s) for s in out if s]
+
+
+def train_pack(path: Path, threads: int | None = None, quiet: bool = False, only: list[int] | None = None) -> list:
+    """Train (or resume) every run of the pack file `path` (or the runs `only`, a worker's
+    share); return the records of the runs trained in this process."""
+    name, members = load_spec(path)
+    chosen = list(range(len(members))) if only is None else only
+    for i in chosen:
+        if not 0 <= i < len(members):
+            raise UserError(f"{path}: no run {i} (the pack has {len(members)})")
+    if only is None and (threads or 1) > 1 and len(members) > 1 and _on_cpu(members[0][1].device):
+        return _in_workers(path, name, members, threads, quiet)
+    return _in_process(name, members, chosen, threads, quiet)
+
+
+def _on_cpu(device: str) -> bool:
+    """Whether the pack trains on a CPU, decided before PyTorch is imported where possible
+    (importing it takes seconds that every worker would wait for)."""
+    if device == "cpu" or (device == "auto" and shutil.which("nvidia-smi") is None):
+        return True
+    from iwae.provenance import resolve_device
+
+    return resolve_device(device).type == "cpu"
+
+
+def _in_process(name: str, members: list, chosen: list[int], threads: int | None, quiet: bool, also=None) -> list:
+    from iwae import cuda, datasets, runtime
+    from iwae.provenance import resolve_device
+    from iwae.train import StopRequest, Trainer
+
+    first = members[chosen[0]][1]
+    device = cuda.claim(resolve_device(first.device))  # one GPU for the whole pack
+    record = {"name": name, "runs": [d.name for d, _ in members], "in_process": [members[i][0].name for i in chosen]}
+    stop = StopRequest(also)
+    stop.install()
+    try:
+        runtime.setup(device, threads, first.tf32)
+        data = datasets.load(Path(first.data), device)
+        trainers = []
+        for i in chosen:
+            run_dir, cfg = members[i]
+            cfg.threads, cfg.device = threads, str(device)
+            trainers.append(Trainer(cfg, run_dir, quiet, False, stop=stop, data=data, pack=record))
+        return _interleave(name, trainers, device)
+    finally:
+        stop.uninstall()
+
+
+def _interleave(name: str, trainers: list, device) -> list:
+    """Advance each run's training loop in turn until every run has finished or failed."""
+    import torch
+
+    cuda = device.type == "cuda"
+    streams = {id(t): torch.cuda.Stream(device) if cuda else None for t in trainers}
+    loops = {id(t): (t, t.train()) for t in trainers}
+    records, diverged, interrupted = [], [], []
+    while loops:
+        for key, (trainer, loop) in list(loops.items()):
+            context = torch.cuda.stream(streams[key]) if cuda else contextlib.nullcontext()
+            try:
+                with context:
+                    for token in loop:  # a step on a GPU (the runs overlap), an epoch on a CPU
+                        if cuda or token == "epoch":
+                            break
+                    else:
+                        records.append(trainer.finish())
+                        del loops[key]
+            except Diverged as e:  # this run stops; its pack-mates go on
+                print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr, flush=True)
+                diverged.append(str(e))
+                del loops[key]
+            except Interrupted as e:
+                interrupted.append(e)
+                del loops[key]
+    if interrupted:
+        raise Interrupted(f"pack {name}: {len(interrupted)} runs interrupted", interrupted[0].signum)
+    if diverged:
+        raise Diverged(f"pack {name}: {len(diverged)} of {len(trainers)} runs diverged ({'; '.join(diverged)})")
+    return records
+
+
+def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool) -> list:
+    """Split the pack over one single-threaded process per thread: this one trains the first
+    share, worker processes (started first) the others."""
+    workers = shares([cost(cfg) for _, cfg in members], min(threads, len(members)))
+    per_worker = max(1, threads // len(workers))
+    procs = []
+    for share in workers[1:]:
+        cmd = [sys.executable, "-m", "iwae", "train", "--pack", str(path), "--pack-runs", ",".join(map(str, share))]
+        cmd += ["--threads", str(per_worker)] + (["--quiet"] if quiet else [])
+        procs.append(subprocess.Popen(cmd))  # (OMP_NUM_THREADS=1 here would slow start-up by a second)
+
+    def forward(signum):  # a scheduler's SIGTERM reaches every worker: each checkpoints
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    failure = None
+    try:
+        records = _in_process(name, members, workers[0], per_worker, quiet, also=forward)
+    except (Diverged, Interrupted) as e:  # the workers go on (or stop) by themselves
+        failure, records = e, []
+    codes = [p.wait() for p in procs]
+    signals = [c for c in codes if c >= 128 or c < 0]
+    if isinstance(failure, Interrupted) or signals:
+        signum = (
+            failure.signum
+            if isinstance(failure, Interrupted)
+            else (signals[0] - 128 if signals[0] > 0 else -signals[0])
+        )
+        raise Interrupted(f"pack {name}: interrupted", signum)
+    if failure is not None or 3 in codes:
+        raise Diverged(f"pack {name}: a run diverged (its error is above); the others finished")
+    if any(c != 0 for c in codes):
+        raise UserError(f"pack {name}: a worker failed with status {max(codes)} (its error is above)")
+    trained_here = {r["run"] for r in records}
+    return records + [json.loads((d / "train.json").read_text()) for d, _ in members if d.name not in trained_here]
+
+
+def pack_runtime_factor(runs: int, workers: int) -> int:
+    """How many runs' worth of time a pack takes with `workers` runs progressing at once."""
+    return math.ceil(runs / max(1, min(workers, runs)))
