@@ -21,6 +21,7 @@ include: "workflow/rules/report.smk"
 # nodes often lack, and tables and figures take seconds, less than a job's queueing.
 localrules:
     fetch,
+    pack_file,
     table,
     group_figure,
     nll_vs_k,

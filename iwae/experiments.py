@@ -106,6 +106,23 @@ class Experiment:
 
 
 @dataclass
+class Pack:
+    """Runs of one experiment and dataset trained in one job (`iwae.packs`)."""
+
+    experiment: str
+    name: str  # the dataset, or "<dataset>-<i>" where a maximum pack size splits it
+    runs: list[Run]
+
+
+def check_pack_setting(value) -> None:
+    ok = value in ("none", "dataset") or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)
+    if not ok:
+        raise UserError(
+            f"compute.pack: {value!r} must be 'none', 'dataset' or a maximum pack size (a positive integer)"
+        )
+
+
+@dataclass
 class Plan:
     experiments: dict[str, Experiment]
     selected: list[str]
@@ -120,12 +137,31 @@ class Plan:
             raise UserError(f"no run {run_id} in experiment {experiment}")
         return found
 
+    def packs(self, setting: str | int) -> list[Pack]:
+        """The training jobs when runs are packed: per experiment and dataset, all its runs
+        ('dataset') or chunks of at most `setting` runs; none for 'none'."""
+        check_pack_setting(setting)
+        if setting == "none":
+            return []
+        out = []
+        for exp in self.experiments.values():
+            by_dataset: dict[str, list[Run]] = {}
+            for run in exp.runs:
+                by_dataset.setdefault(run.dataset, []).append(run)
+            for dataset, runs in by_dataset.items():
+                size = len(runs) if setting == "dataset" else setting
+                chunks = [runs[i : i + size] for i in range(0, len(runs), size)]
+                for i, chunk in enumerate(chunks):
+                    out.append(Pack(exp.name, dataset if len(chunks) == 1 else f"{dataset}-{i + 1}", chunk))
+        return out
+
     @classmethod
     def from_config(cls, config: dict) -> Plan:
         declared = config.get("experiments") or {}
         for name in config.get("run_experiments", []):
             if name not in declared:
                 raise UserError(f"run_experiments: {name!r} is not declared under experiments")
+        check_pack_setting((config.get("compute") or {}).get("pack", "none"))
         _check_options(TrainConfig, config.get("protocol", {}), "protocol")
         _check_options(EvalConfig, config.get("evaluation", {}), "evaluation")
         experiments = {}

@@ -1,5 +1,6 @@
 # Configuration checks and the input functions of all rules. Which runs, tables and figures
 # an experiment makes is the package's to say (iwae.experiments), read here, never restated.
+import json
 import os
 import shlex
 import shutil
@@ -33,6 +34,8 @@ except UserError as e:
 RAW = config["data"]["raw_dir"]
 RESULTS = "results"
 SELECTED = [PLAN.experiments[name] for name in PLAN.selected]
+PACKS = PLAN.packs(config["compute"].get("pack", "none"))
+RUN_OUTPUTS = ("model.pt", "train.json", "train_log.csv")
 
 
 wildcard_constraints:
@@ -130,6 +133,48 @@ def train_args(wildcards):
     if run.first_stage:
         options["init_from"] = run_file(*run.first_stage, "model.pt")
     return cli_args(options)
+
+
+def pack_file(pack):
+    return f"{RESULTS}/packs/{pack.experiment}/{pack.name}.json"
+
+
+def pack_rule_name(pack):
+    return f"train_{pack.experiment}_{pack.name}".replace("-", "_")
+
+
+def pack_first_stages(pack):
+    return sorted(
+        {run_file(*r.first_stage, "model.pt") for r in pack.runs if r.first_stage}
+    )
+
+
+def pack_spec(experiment, name):
+    """The pack file's content: each run's directory and options (iwae.packs)."""
+    pack = next(
+        (p for p in PACKS if (p.experiment, p.name) == (experiment, name)), None
+    )
+    if pack is None:
+        raise WorkflowError(f"no pack {name} in experiment {experiment}")
+    runs = []
+    for run in pack.runs:
+        options = run.train_options() | {"data": data_file(run.dataset)}
+        options["device"] = config["compute"]["device"]
+        if run.first_stage:
+            options["init_from"] = run_file(*run.first_stage, "model.pt")
+        runs.append({"out": run_dir(run.experiment, run.id), "options": options})
+    return json.dumps({"name": f"{experiment}-{name}", "runs": runs})
+
+
+def pack_resource(pack, key):
+    """A run's runtime or memory, times the runs a pack's process trains one after another
+    (CPU: one process per thread; GPU: one process, every run at once)."""
+    processes = 1 if GPUS else min(THREADS, len(pack.runs))
+    if key == "train_mem_mb":
+        return config["compute"][key] * processes
+    return config["compute"][key] * -(
+        -len(pack.runs) // (len(pack.runs) if GPUS else processes)
+    )
 
 
 def eval_args(wildcards):

@@ -1,27 +1,77 @@
-# One training job per run. Checkpoints live beside the outputs but are not declared as
-# outputs, so Snakemake never deletes them: a killed or failed job resumes where it stopped.
+# Training: one job per run, or with compute.pack one job per pack of runs (iwae.packs).
+# Checkpoints live beside the outputs but are not declared as outputs, so Snakemake never
+# deletes them: a killed or failed job resumes where it stopped.
 
 
-rule train:
-    input:
-        unpack(train_inputs),
+# the pack file: every run's directory and options (rewritten when an option changes)
+rule pack_file:
     output:
-        model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
-        record=f"{RESULTS}/runs/{{experiment}}/{{run}}/train.json",
-        curve=f"{RESULTS}/runs/{{experiment}}/{{run}}/train_log.csv",
+        f"{RESULTS}/packs/{{experiment}}/{{pack}}.json",
     log:
-        f"{RESULTS}/logs/train/{{experiment}}/{{run}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/train/{{experiment}}/{{run}}.tsv"
+        f"{RESULTS}/logs/packs/{{experiment}}/{{pack}}.log",
     conda:
         "../../envs/iwae.yaml"
-    threads: THREADS
-    resources:
-        gpu=GPUS,
-        runtime=config["compute"]["train_runtime_min"],
-        mem_mb=config["compute"]["train_mem_mb"],
     params:
-        out=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
-        args=train_args,
+        spec=lambda wildcards: shlex.quote(
+            pack_spec(wildcards.experiment, wildcards.pack)
+        ),
     shell:
-        "python -m iwae train --out {params.out} --data {input.data} {params.args} --threads {threads} > {log} 2>&1"
+        "printf '%s\\n' {params.spec} > {output} 2> {log}"
+
+
+if not PACKS:
+
+    rule train:
+        input:
+            unpack(train_inputs),
+        output:
+            model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
+            record=f"{RESULTS}/runs/{{experiment}}/{{run}}/train.json",
+            curve=f"{RESULTS}/runs/{{experiment}}/{{run}}/train_log.csv",
+        log:
+            f"{RESULTS}/logs/train/{{experiment}}/{{run}}.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/train/{{experiment}}/{{run}}.tsv"
+        conda:
+            "../../envs/iwae.yaml"
+        threads: THREADS
+        resources:
+            gpu=GPUS,
+            runtime=config["compute"]["train_runtime_min"],
+            mem_mb=config["compute"]["train_mem_mb"],
+        params:
+            out=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
+            args=train_args,
+        shell:
+            "python -m iwae train --out {params.out} --data {input.data} {params.args} --threads {threads} > {log} 2>&1"
+
+else:
+
+    for pack in PACKS:
+
+        rule:
+            name:
+                pack_rule_name(pack)
+            input:
+                spec=pack_file(pack),
+                data=data_file(pack.runs[0].dataset),
+                first_stages=pack_first_stages(pack),
+            output:
+                [
+                    run_file(pack.experiment, r.id, f)
+                    for r in pack.runs
+                    for f in RUN_OUTPUTS
+                ],
+            log:
+                f"{RESULTS}/logs/train/{pack.experiment}/pack-{pack.name}.log",
+            benchmark:
+                f"{RESULTS}/benchmarks/train/{pack.experiment}/pack-{pack.name}.tsv"
+            conda:
+                "../../envs/iwae.yaml"
+            threads: THREADS
+            resources:
+                gpu=GPUS,
+                runtime=pack_resource(pack, "train_runtime_min"),
+                mem_mb=pack_resource(pack, "train_mem_mb"),
+            shell:
+                "python -m iwae train --pack {input.spec} --threads {threads} > {log} 2>&1"
