@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -138,4 +139,122 @@ def format_table(report: dict) -> str:
             f"{r['kind']:<6} {r['backend']:<9} {r['layers']:>6} {r['k']:>5} {r['best']:>10.1f} {r['median']:>10.1f}  "
             f"{r['unit']:<9} {points:>15.1f} {ratio:>12}"
         )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- packs
+
+
+def synthetic_dataset(path, train: int, test: int = 200, pixels: int = 784, seed: int = 0):
+    """A prepared dataset of grey values (binarised afresh at every use, as MNIST), of the
+    real shapes, so that speed can be measured without any dataset at hand."""
+    import json
+
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    arrays = {name: rng.beta(0.3, 0.7, size=(n, pixels)).astype(np.float32) for name, n in
+              (("train", train), ("valid", test), ("test", test))}  # fmt: skip
+    meta = {"dataset": "synthetic", "label": "synthetic", "binarization": "dynamic", "note": "bench data",
+            "splits": {k: v.shape[0] for k, v in arrays.items()}, "image_shape": [28, 28], "sources": [],
+            "scale": None}  # fmt: skip
+    np.savez(path, **arrays, meta=np.array(json.dumps(meta)))
+    return path
+
+
+PACK_STEPS = {1: 1500, 5: 800, 50: 150}  # steps per run: a few seconds each on a CPU core
+
+
+def _train_command(*args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "iwae", "train", *args, "--quiet"]
+
+
+def _as_separate_jobs(runs: list[tuple[Path, dict]], threads: int) -> None:
+    """One `iwae train` per run with one thread, at most `threads` at a time."""
+    import subprocess
+
+    queue, running = list(runs), []
+    while queue or running:
+        while queue and len(running) < threads:
+            out, options = queue.pop(0)
+            flags = [f"--{key.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                     for key, v in options.items()]  # fmt: skip
+            command = _train_command("--out", str(out), *flags, "--threads", "1")
+            running.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
+        running[0].wait()
+        running = [p for p in running if p.poll() is None]
+
+
+def _as_pack(runs: list[tuple[Path, dict]], threads: int, spec: Path) -> None:
+    import json
+    import subprocess
+
+    spec.write_text(json.dumps({"name": spec.stem, "runs": [{"out": str(d), "options": o} for d, o in runs]}))
+    subprocess.run(
+        _train_command("--pack", str(spec), "--threads", str(threads)), check=True, stdout=subprocess.DEVNULL
+    )
+
+
+def bench_pack(
+    size: int, threads: int, device: str = "cpu", ks=(1, 5, 50), layers: int = 1, repeats: int = 2, steps=None
+) -> dict:
+    """`size` runs of one (layers, k) trained as separate `iwae train` jobs, at most `threads`
+    at a time with one thread each (as Snakemake schedules them with --cores `threads`), and
+    as one pack job with `threads` threads. Per run: the points/s its training log records;
+    aggregate: all points trained over the wall time of all the jobs (start-up included).
+    Each is measured `repeats` times, the two in alternating order; the best is reported."""
+    import tempfile
+
+    steps = steps or PACK_STEPS
+    root = Path(tempfile.mkdtemp(prefix="iwae-bench-pack-"))
+    data = synthetic_dataset(root / "synthetic.npz", train=20 * max(steps[k] for k in ks))
+    rows = []
+    for k in ks:
+        points = 20 * steps[k]
+        options = [
+            {"data": str(data), "layers": str(layers), "objective": "iwae", "k": k, "seed": seed,
+             "epochs_per_stage": [1], "train_subset": points, "device": device}
+            for seed in range(1, size + 1)
+        ]  # fmt: skip
+        best = {}
+        for trial in range(repeats):
+            for mode in ("separate", "pack") if trial % 2 == 0 else ("pack", "separate"):
+                dirs = [root / f"k{k}-{mode}-{trial}" / f"s{i}" for i in range(size)]
+                start = time.perf_counter()
+                if mode == "separate":
+                    _as_separate_jobs(list(zip(dirs, options)), threads)
+                else:
+                    _as_pack(list(zip(dirs, options)), threads, root / f"k{k}-{trial}.json")
+                wall = time.perf_counter() - start
+                per_run = [float((d / "train_log.csv").read_text().splitlines()[1].split(",")[-1]) for d in dirs]
+                row = {"k": k, "layers": layers, "mode": mode, "runs": size, "threads": threads,
+                       "per_run_points_per_s": round(statistics.mean(per_run), 1),
+                       "aggregate_points_per_s": round(size * points / wall, 1), "wall_s": round(wall, 2)}  # fmt: skip
+                if mode not in best or row["aggregate_points_per_s"] > best[mode]["aggregate_points_per_s"]:
+                    best[mode] = row
+        rows += [best["separate"], best["pack"]]
+    return {"pack": rows, "repeats": repeats, "environment": environment(resolve_device(device))}
+
+
+def format_pack_table(report: dict) -> str:
+    rows = report["pack"]
+    lines = [
+        f"{'k':>4} {'layers':>6} {'mode':<9} {'runs':>4} {'threads':>7} {'per run (points/s)':>19} "
+        f"{'aggregate (points/s)':>21} {'wall (s)':>9}"
+    ]
+    for r in rows:
+        lines.append(
+            f"{r['k']:>4} {r['layers']:>6} {r['mode']:<9} {r['runs']:>4} {r['threads']:>7} "
+            f"{r['per_run_points_per_s']:>19.1f} {r['aggregate_points_per_s']:>21.1f} {r['wall_s']:>9.1f}"
+        )
+    by = {(r["k"], r["mode"]): r for r in rows}
+    for k in sorted({r["k"] for r in rows}):
+        if (k, "pack") in by and (k, "separate") in by:
+            a, b = by[(k, "pack")], by[(k, "separate")]
+            lines.append(
+                f"k = {k}: pack / separate jobs = {a['per_run_points_per_s'] / b['per_run_points_per_s']:.2f} per run, "
+                f"{a['aggregate_points_per_s'] / b['aggregate_points_per_s']:.2f} aggregate"
+            )
     return "\n".join(lines)
