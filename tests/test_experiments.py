@@ -158,3 +158,24 @@ def test_registries_import_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_packs_group_an_experiments_runs_by_dataset():
+    plan = Plan.from_config(CONFIG)
+    assert plan.packs("none") == []
+    packs = [p for p in plan.packs("dataset") if p.experiment == "table1"]
+    assert [(p.name, len(p.runs)) for p in packs] == [("mnist", 12), ("omniglot", 12)]
+    assert {r.dataset for r in packs[0].runs} == {"mnist"}
+    small = [p for p in plan.packs(5) if p.experiment == "table1"]
+    assert [(p.name, len(p.runs)) for p in small] == [
+        ("mnist-1", 5), ("mnist-2", 5), ("mnist-3", 2), ("omniglot-1", 5), ("omniglot-2", 5), ("omniglot-3", 2)
+    ]  # fmt: skip
+    second = [p for p in plan.packs("dataset") if p.experiment == "table2"]
+    assert len(second) == 1 and all(r.first_stage for r in second[0].runs)  # second stages pack among themselves
+    for bad in ("all", 0, True):
+        with pytest.raises(UserError, match="compute.pack"):
+            plan.packs(bad)
+    config = copy.deepcopy(CONFIG)
+    config["compute"]["pack"] = "runs"
+    with pytest.raises(UserError, match="compute.pack: 'runs'"):
+        Plan.from_config(config)

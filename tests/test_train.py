@@ -56,7 +56,9 @@ def test_resume_fingerprint_ignores_runtime_options_and_is_stable():
     elsewhere = TrainConfig(data="y", layers="2", k=50, backend="autograd", device="cpu", threads=1,
                             checkpoint_minutes=1.0)  # fmt: skip
     assert elsewhere.fingerprint([{"a": 1}]) == paper.fingerprint([{"a": 1}])
-    assert TrainConfig(data="x", layers="2", k=50, seed=2).fingerprint([{"a": 1}]) != paper.fingerprint([{"a": 1}])
+    for other in ({"seed": 2}, {"tf32": True}):
+        changed = TrainConfig(data="x", layers="2", k=50, **other).fingerprint([{"a": 1}])
+        assert changed != paper.fingerprint([{"a": 1}]), other
 
 
 def test_fused_adam_matches_its_specification():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import torch
 
 from iwae.config import TrainConfig
 
@@ -75,9 +76,9 @@ def test_resources_are_portable(tmp_path):
     cpu = snakemake(tmp_path, "-n", "--cores", "2")
     gpu = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", ROOT / "presets" / "gpu.yaml")
     assert cpu.returncode == 0 and gpu.returncode == 0, gpu.stderr
-    for output, gpus in ((cpu.stdout, 0), (gpu.stdout, 1)):
-        blocks = re.findall(r"rule (train|evaluate):\n(.*?)\n\n", output, re.S)
-        assert len(blocks) == 48
+    for output, gpus, jobs in ((cpu.stdout, 0, 48), (gpu.stdout, 1, 24 + 2)):  # the GPU preset packs
+        blocks = re.findall(r"rule (train\w*|evaluate):\n(.*?)\n\n", output, re.S)
+        assert len(blocks) == jobs
         for _, block in blocks:
             resources = re.search(r"resources: (.*)", block).group(1)
             assert f"gpu={gpus}" in resources and "runtime=" in resources and "mem_mb=" in resources
@@ -132,6 +133,27 @@ def test_fixed_binarization_dag(tmp_path):
     out = _dry(tmp_path, "run_experiments: [fixed-binarization]\n")
     assert job_counts(out)["train"] == 6 and "binarized_mnist/binarized_mnist_train.amat.gz" in out
     assert "--train-points 10000" in _job(out, "evaluate", "mnist-fixed-1l-iwae-k50-s1")
+
+
+def test_packed_dag_has_one_training_job_per_experiment_and_dataset(tmp_path):
+    out = _dry(tmp_path, "compute:\n  pack: dataset\n")
+    counts = job_counts(out)
+    train_jobs = {rule: n for rule, n in counts.items() if rule.startswith("train")}
+    assert train_jobs == {"train_table1_mnist": 1, "train_table1_omniglot": 1}, counts
+    assert counts["evaluate"] == 24 and counts["pack_file"] == 2 and counts["table"] == 1
+    job = _job(out, "train_table1_mnist", "mnist-2l-iwae-k50-s1")
+    assert "iwae train --pack results/packs/table1/mnist.json --threads 2" in job
+    assert job.split("output:")[1].split("\n")[0].count("/model.pt") == 12
+    assert "runtime=25920" in job  # two processes on two threads, six runs each: 6 x 4320 minutes
+
+
+def test_packed_second_stages_wait_for_their_first_stages(tmp_path):
+    out = _dry(tmp_path, "run_experiments: [table2]\ncompute:\n  pack: 3\n")
+    job = _job(out, "train_table2_mnist", "mnist-1l-vae-k1-to-iwae-k50-s1")
+    inputs = job.split("output:")[0]
+    assert "results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in inputs
+    assert "results/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in inputs
+    assert job_counts(out)["evaluate"] == 4
 
 
 def test_seeds_multiply_runs(tmp_path):
@@ -292,6 +314,24 @@ def test_smoke_tables_and_report_compile(smoke, tmp_path):
     assert report.count(r"\includegraphics") == len(list((work / "results/figures").rglob("*.pdf")))
     for title in ("Table 1", "Table 2", "Rainforth", "Fixed binarisation"):
         assert title in report
+
+
+@pytest.mark.slow
+def test_packed_runs_are_the_runs_trained_alone(smoke, tmp_path, raw_dir):
+    """Table 2 and its first stages as packs: the same models as trained alone, the same table."""
+    work, _ = smoke
+    packed = overlay(tmp_path / "pack.yaml", "run_experiments: [table2]\ncompute:\n  pack: dataset\n")
+    result = snakemake(tmp_path / "w", "--cores", "2", "--configfile", SMOKE, packed,
+                       env={"IWAE_DATA_MIRROR": str(raw_dir)})  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    runs = list((tmp_path / "w/results/runs").glob("*/*/model.pt"))
+    assert len(runs) == 12 + 2  # the first stages' pack is all of Table 1's MNIST runs
+    for model in runs:
+        relative = model.relative_to(tmp_path / "w")
+        ours, alone = (torch.load(p, weights_only=True)["model"]["params"] for p in (model, work / relative))
+        assert torch.equal(ours, alone), relative
+        assert json.loads((model.parent / "train.json").read_text())["pack"]["name"].endswith("-mnist")
+    assert (tmp_path / "w/results/tables/table2.md").read_text() == (work / "results/tables/table2.md").read_text()
 
 
 @pytest.mark.slow

@@ -1,0 +1,152 @@
+"""Packs: several runs in one job, each ending exactly as it would alone; killed packs resume;
+a diverging run stops alone; GPU locks; the prepared GPU check and the pack benchmark."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from iwae.cuda import lock_free_device
+from iwae.errors import UserError
+
+from conftest import ROOT, run_cli
+
+# a mix of layers, k, objectives and seeds, all on MNIST
+RUNS = {
+    "a": {"layers": "2", "objective": "iwae", "k": 5, "seed": 3},
+    "b": {"layers": "1", "objective": "vae", "k": 1, "seed": 1},
+    "c": {"layers": "1", "objective": "dreg", "k": 3, "seed": 4},
+}
+COMMON = {"epochs_per_stage": [2, 2], "train_subset": 300}
+
+
+def pack_file(path: Path, data: Path, runs: dict, out: Path, **extra) -> Path:
+    spec = {"name": "test", "runs": [{"out": str(out / n), "options": {"data": str(data), **COMMON, **o, **extra}}
+                                     for n, o in runs.items()]}  # fmt: skip
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def params(run: Path) -> torch.Tensor:
+    return torch.load(run / "model.pt", weights_only=True)["model"]["params"]
+
+
+@pytest.fixture(scope="module")
+def alone(prepared, tmp_path_factory):
+    """Each run trained alone, with one thread."""
+    out = tmp_path_factory.mktemp("alone")
+    for name, options in RUNS.items():
+        flags = [f"--{k.replace('_', '-')}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                 for k, v in {**COMMON, **options}.items()]  # fmt: skip
+        result = run_cli("train", "--out", out / name, "--data", prepared["mnist"], *flags, "--threads", "1", "--quiet")
+        assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2], ids=["one-process", "two-workers"])
+def test_a_run_in_a_pack_ends_as_it_would_alone(prepared, tmp_path, alone, threads):
+    spec = pack_file(tmp_path / "pack.json", prepared["mnist"], RUNS, tmp_path / "runs")
+    result = run_cli("train", "--pack", spec, "--threads", threads, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("final objective") == 3  # reported once per run
+    for name in RUNS:
+        run = tmp_path / "runs" / name
+        assert torch.equal(params(run), params(alone / name)), name
+        assert (run / "train_log.csv").read_text().splitlines()[1:] and (run / "train.json").exists()
+        record = json.loads((run / "train.json").read_text())
+        assert record["pack"]["name"] == "test" and record["pack"]["runs"] == list(RUNS)
+        assert name in record["pack"]["in_process"] and record["config"]["threads"] == 1
+    shares = {tuple(json.loads((tmp_path / "runs" / n / "train.json").read_text())["pack"]["in_process"]) for n in RUNS}
+    assert len(shares) == threads  # one process, or the runs split over two
+
+
+def _kill_when_checkpointed(cmd: list, runs: Path, sig: int) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list(runs.glob("*/checkpoints/ckpt-*.pt"))) >= 3:
+            break
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
+    return proc
+
+
+@pytest.mark.parametrize("threads,sig", [(1, signal.SIGKILL), (2, signal.SIGTERM)], ids=["killed", "terminated"])
+def test_a_stopped_pack_resumes_every_run_bit_identical(prepared, tmp_path, alone, threads, sig):
+    spec = pack_file(tmp_path / "pack.json", prepared["mnist"], RUNS, tmp_path / "runs", checkpoint_minutes=0.0002)
+    cmd = [sys.executable, "-m", "iwae", "train", "--pack", str(spec), "--threads", str(threads), "--quiet"]
+    proc = _kill_when_checkpointed(cmd, tmp_path / "runs", sig)
+    stderr = proc.stderr.read()
+    assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig), stderr
+    if sig == signal.SIGTERM:
+        assert "checkpoint saved" in stderr and "Traceback" not in stderr
+    assert not all((tmp_path / "runs" / n / "model.pt").exists() for n in RUNS)
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    for name in RUNS:
+        assert torch.equal(params(tmp_path / "runs" / name), params(alone / name)), name
+
+
+def test_a_diverging_run_stops_alone(prepared, tmp_path):
+    runs = {**RUNS, "bad": {"layers": "1", "objective": "iwae", "k": 2, "lr": 1e30}}
+    spec = pack_file(tmp_path / "pack.json", prepared["mnist"], runs, tmp_path / "runs")
+    result = run_cli("train", "--pack", spec, "--threads", "1", "--quiet")
+    assert result.returncode == 3 and "Traceback" not in result.stderr
+    assert "run bad: non-finite objective at stage 1, epoch 1" in result.stderr
+    assert all((tmp_path / "runs" / n / "model.pt").exists() for n in RUNS)
+    assert not (tmp_path / "runs" / "bad" / "model.pt").exists()
+
+
+def test_bad_pack_files_are_one_line_errors(prepared, tmp_path):
+    mixed = pack_file(tmp_path / "mixed.json", prepared["mnist"], RUNS, tmp_path / "runs")
+    spec = json.loads(mixed.read_text())
+    spec["runs"][1]["options"]["data"] = str(prepared["mnist-fixed"])
+    mixed.write_text(json.dumps(spec))
+    for path, needle in ((mixed, "share one data"), (tmp_path / "missing.json", "not a pack file")):
+        result = run_cli("train", "--pack", path)
+        assert result.returncode == 2 and needle in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    result = run_cli("train", "--pack", mixed, "--k", "5")
+    assert result.returncode == 2 and "holds every run's options" in result.stderr
+
+
+def test_each_job_takes_a_gpu_of_its_own(tmp_path):
+    """A lock per device: two claims in one process, and one in another, get three devices;
+    with every device held, a claim that may not wait says so."""
+    assert lock_free_device(3, str(tmp_path)) == 0
+    assert lock_free_device(3, str(tmp_path)) == 1
+    code = f"from iwae.cuda import lock_free_device; print(lock_free_device(3, {str(tmp_path)!r}))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert other.stdout.strip() == "2", other.stderr
+    assert lock_free_device(3, str(tmp_path)) == 2  # the other process ended: its lock is free
+    with pytest.raises(UserError, match="all 3 GPUs are held"):
+        lock_free_device(3, str(tmp_path), wait_minutes=0, poll_s=0.01, say=lambda m: None)
+
+
+def test_prepared_gpu_check_runs_here(tmp_path):
+    """The check written for an H200 runs end to end on a CPU, in its quick form: every
+    section, the graphed-style steps equal to the eager ones, and a labelled prediction."""
+    result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "2", timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    for key in ("environment", "ceilings", "eager", "packs", "epoch", "correctness", "steady", "prediction"):
+        assert key in report, key
+    assert report["quick"] and report["correctness"]["bitwise_equal"]
+    assert report["prediction"]["hours"] > 0 and "prediction" in report["prediction"]["note"]
+    assert "prediction: Table 1 in" in result.stdout.splitlines()[-2]
+
+
+def test_pack_benchmark_compares_a_pack_with_separate_jobs():
+    from iwae.bench import bench_pack
+
+    report = bench_pack(2, 2, ks=(1,), repeats=1, steps={1: 50})
+    modes = {r["mode"]: r for r in report["pack"]}
+    assert set(modes) == {"separate", "pack"}
+    assert all(r["per_run_points_per_s"] > 0 and r["aggregate_points_per_s"] > 0 for r in modes.values())
