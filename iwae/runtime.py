@@ -45,5 +45,7 @@ def setup(device: torch.device, threads: int | None = None, tf32: bool = False) 
         torch.set_num_threads(threads)
     if device.type == "cpu":
         tune_allocator()
+    else:  # streams and graph captures without a device of their own use the current one
+        torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
