@@ -165,6 +165,13 @@ def synthetic_dataset(path, train: int, test: int = 200, pixels: int = 784, seed
 PACK_STEPS = {1: 1500, 5: 800, 50: 150}  # steps per run: a few seconds each on a CPU core
 
 
+def _logged_rate(path: Path) -> float:
+    import csv
+
+    with open(path) as f:
+        return float(next(csv.DictReader(f))["points_per_s"])
+
+
 def _train_command(*args: str) -> list[str]:
     import sys
 
@@ -228,7 +235,7 @@ def bench_pack(
                 else:
                     _as_pack(list(zip(dirs, options)), threads, root / f"k{k}-{trial}.json")
                 wall = time.perf_counter() - start
-                per_run = [float((d / "train_log.csv").read_text().splitlines()[1].split(",")[-1]) for d in dirs]
+                per_run = [_logged_rate(d / "train_log.csv") for d in dirs]
                 row = {"k": k, "layers": layers, "mode": mode, "runs": size, "threads": threads,
                        "per_run_points_per_s": round(statistics.mean(per_run), 1),
                        "aggregate_points_per_s": round(size * points / wall, 1), "wall_s": round(wall, 2)}  # fmt: skip

@@ -137,6 +137,7 @@ class GraphedSteps:
             side.wait_stream(torch.cuda.current_stream(t.device))
         with torch.cuda.stream(side) if on_gpu else contextlib.nullcontext():  # warm-up: kernels chosen,
             for _ in range(3):  # workspaces and memory allocated; then undone
+                self.pos.zero_()  # a valid batch, wherever the epoch begins (a resumed one: near its end)
                 self._body()
         if on_gpu:
             torch.cuda.current_stream(t.device).wait_stream(side)

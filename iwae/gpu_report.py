@@ -9,7 +9,8 @@ protocol needs (../shared/GPU.md in the project's development notes lists the pl
  4. replayed CUDA-graph steps/s per setting, packs of 12 and 24 runs (each run its own graph
     on its own stream), and one full epoch of a 12-run pack through the real training loop;
  5. a minute of steady replay (drift shows clock or thermal effects);
- 6. correctness: 200 graphed steps against 200 eager ones from the same seed (bitwise).
+ 6. correctness: 200 graphed steps against 200 eager ones from the same seed, across epoch
+    ends, for both backends, and a graphed run stopped inside an epoch and resumed (bitwise).
 
 Then it predicts, and says it predicts: Table 1 as the workflow runs it with
 `compute.pack: dataset` and one GPU (the MNIST pack, then the Omniglot pack, each 12 runs),
@@ -152,6 +153,8 @@ def _trainers(root: Path, data_path: Path, settings: list, device, capture: bool
         t.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         t.position = 0
         _begin(t)
+        if t.stream is not None:  # its steps come after what the default stream set up
+            t.stream.wait_stream(torch.cuda.current_stream(device))
         out.append(t)
     return out
 
@@ -231,22 +234,60 @@ def steady(root: Path, data_path: Path, device, size: int, seconds: float) -> di
             "last_tenth_pack_steps_per_s": round(20 * last, 1), "drift": round(last / first - 1, 4)}  # fmt: skip
 
 
-def correctness(root: Path, data_path: Path, device, steps: int) -> dict:
-    """The same run, 2 layers, k = 5, IWAE: graphed (or position-stepped on a CPU) and eager."""
-    params = {}
-    for mode, capture in (("graphed", True), ("eager", False)):
-        (t,) = _trainers(root / f"check-{mode}", data_path, [(2, 5, "iwae")], device, capture=capture)
-        _advance([t], steps)
-        _sync(device)
-        params[mode] = t.model.buffer.data.clone()
-    difference = (params["graphed"] - params["eager"]).abs().max().item()
-    return {"steps": steps, "bitwise_equal": bool(torch.equal(params["graphed"], params["eager"])),
-            "max_abs_difference": difference}  # fmt: skip
+def _loop_run(root: Path, data_path: Path, device, name: str, setting: tuple, graphs: bool, stop_at=None):
+    """A run of 10 short epochs through the real training loop; graphed or eager; stopped
+    `stop_at` steps in (a checkpoint inside an epoch) and resumed, if asked."""
+    from iwae import cuda
+    from iwae.errors import Interrupted
+    from iwae.train import Trainer
+
+    layers, k, objective = setting
+    cfg = TrainConfig(data=str(data_path), layers=str(layers), k=k, objective=objective, seed=1, device=str(device),
+                      epochs_per_stage=[4, 6], cuda_graphs=graphs)  # fmt: skip
+
+    def trainer():
+        t = Trainer(cfg, root / name, True, False)
+        if graphs and device.type != "cuda":  # no graph here: the same position-driven steps
+            t.steps = cuda.GraphedSteps(t, capture=False)
+        return t
+
+    t = trainer()
+    if stop_at is not None:
+        try:
+            for i, _ in enumerate(t.train()):
+                if i == stop_at:
+                    t.stop.requested = True
+        except Interrupted:
+            t = trainer()
+    t.run()
+    return t.model.buffer.data.clone()
+
+
+def correctness(root: Path, data_path: Path, device) -> dict:
+    """Graphed against eager, bitwise, over 200 steps that cross 9 epoch ends, for the fused
+    backend (2 layers, k = 5, IWAE) and the autograd one (1 layer, k = 5, DReG); and a graphed
+    run stopped inside an epoch and resumed against the same run straight through."""
+    out = {}
+    for setting in ((2, 5, "iwae"), (1, 5, "dreg")):
+        key = f"{setting[0]}l_k{setting[1]}_{setting[2]}"
+        graphed = _loop_run(root, data_path, device, f"graphed-{key}", setting, True)
+        eager = _loop_run(root, data_path, device, f"eager-{key}", setting, False)
+        out[key] = {"bitwise_equal": bool(torch.equal(graphed, eager)),
+                    "max_abs_difference": (graphed - eager).abs().max().item()}  # fmt: skip
+        if setting[2] == "iwae":
+            resumed = _loop_run(root, data_path, device, f"resumed-{key}", setting, True, stop_at=57)
+            out[key]["resumed_bitwise_equal"] = bool(torch.equal(resumed, graphed))
+    out["bitwise_equal"] = all(v["bitwise_equal"] and v.get("resumed_bitwise_equal", True)
+                               for v in out.values() if isinstance(v, dict))  # fmt: skip
+    return out
 
 
 def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
-    """One epoch of a pack through the real training loop (`iwae.packs._interleave`), against
-    the same number of replayed steps: the per-epoch overhead."""
+    """Two epochs of a pack through the real training loop (`iwae.packs._interleave`); the
+    second one's time (from the runs' logs), which holds no capture and no first-epoch set-up:
+    against the replayed steps alone it gives the per-epoch overhead."""
+    import csv
+
     from iwae import datasets
     from iwae.packs import _interleave
     from iwae.train import StopRequest, Trainer
@@ -257,26 +298,26 @@ def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
     trainers = []
     for i, (layers, k, objective) in enumerate(settings):
         cfg = TrainConfig(data=str(data_path), layers=str(layers), k=k, objective=objective, seed=i + 1,
-                          device=str(device), epochs_per_stage=[1])  # fmt: skip
+                          device=str(device), epochs_per_stage=[2])  # fmt: skip
         trainers.append(Trainer(cfg, root / "epoch" / f"run{i}", True, False, stop=stop, data=data))
-    _sync(device)
-    t0 = time.perf_counter()
     _interleave("report", trainers, device)
-    _sync(device)
-    return {"runs": size, "steps": trainers[0].n_batches, "seconds": round(time.perf_counter() - t0, 2)}
+    with open(root / "epoch" / "run0" / "train_log.csv") as f:
+        second = list(csv.DictReader(f))[1]
+    return {"runs": size, "steps": trainers[0].n_batches, "seconds": float(second["seconds"])}
 
 
 def gpu_report(
     out_dir: Path, device: str = "auto", minutes: float = 6.0, quick: bool | None = None, threads: int | None = None
 ) -> dict:
-    from iwae import runtime
+    from iwae import cuda, runtime
 
-    dev = resolve_device(device)
+    dev = cuda.claim(resolve_device(device))  # one device for every run of the check
     runtime.setup(dev, threads)
     quick = dev.type != "cuda" if quick is None else quick
     report = Report(out_dir, dev, minutes * 60)
     root = Path(tempfile.mkdtemp(prefix="iwae-gpu-report-"))
     mnist = synthetic_dataset(root / "mnist-shaped.npz", train=2000 if quick else 59600)
+    small = synthetic_dataset(root / "small.npz", train=400)  # 20 steps an epoch: epoch ends, resumption
     report.put("environment", environment(dev))
     report.put("device_before", _smi())
     report.put("quick", quick)
@@ -290,7 +331,7 @@ def gpu_report(
     sizes = [2, 4] if quick else [12, 24]
     report.put("packs", pack_rates(root, mnist, dev, sizes, steps=10 if quick else 200, trials=3 if quick else 5))
     report.put("epoch", full_epoch(root, mnist, dev, sizes[0]))
-    report.put("correctness", correctness(root, mnist, dev, 20 if quick else 200))
+    report.put("correctness", correctness(root, small, dev))
     report.put("steady", steady(root, mnist, dev, sizes[0], 3 if quick else min(60.0, max(10.0, report.left() - 60))))
     report.put("device_after", _smi())
     report.put("prediction", predict(report.data, sizes[0]))

@@ -24,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,13 +55,25 @@ def load_spec(path: Path) -> tuple[str, list[tuple[Path, TrainConfig]]]:
     return name, out
 
 
-def cost(cfg: TrainConfig) -> float:
+def cost(cfg: TrainConfig, train_points: int) -> float:
     """Relative CPU time of a run: steps, times a step's cost at this k (bench: a k = 50
     step costs about ten k = 1 steps), times the stochastic layers."""
     from iwae.architecture import Architecture
 
     layers = Architecture.parse(cfg.layers).n_stochastic
-    return cfg.total_epochs * (cfg.train_subset or 1) * (1 + 0.2 * cfg.k) * (1 + 0.5 * (layers - 1))
+    points = min(cfg.train_subset or train_points, train_points)
+    return cfg.total_epochs * points / cfg.batch_size * (1 + 0.2 * cfg.k) * (1 + 0.5 * (layers - 1))
+
+
+def _train_points(data: str) -> int:
+    """The training split's size, from the prepared file's metadata (no PyTorch needed)."""
+    import numpy as np
+
+    try:
+        with np.load(data) as z:
+            return int(json.loads(str(z["meta"]))["splits"]["train"])
+    except (OSError, KeyError, ValueError):
+        return 1  # an unreadable file: the run's own load reports it
 
 
 def shares(costs: list[float], workers: int) -> list[list[int]]:
@@ -82,13 +96,16 @@ def train_pack(path: Path, threads: int | None = None, quiet: bool = False, only
             raise UserError(f"{path}: no run {i} (the pack has {len(members)})")
     if only is None and (threads or 1) > 1 and len(members) > 1 and _on_cpu(members[0][1].device):
         return _in_workers(path, name, members, threads, quiet)
+    if only is not None:
+        die_with_parent()
     return _in_process(name, members, chosen, threads, quiet)
 
 
 def _on_cpu(device: str) -> bool:
     """Whether the pack trains on a CPU, decided before PyTorch is imported where possible
     (importing it takes seconds that every worker would wait for)."""
-    if device == "cpu" or (device == "auto" and shutil.which("nvidia-smi") is None):
+    no_gpu = shutil.which("nvidia-smi") is None and not Path("/dev/nvidiactl").exists()
+    if device == "cpu" or (device == "auto" and no_gpu):
         return True
     from iwae.provenance import resolve_device
 
@@ -124,6 +141,8 @@ def _interleave(name: str, trainers: list, device) -> list:
 
     cuda = device.type == "cuda"
     streams = {id(t): torch.cuda.Stream(device) if cuda else None for t in trainers}
+    for stream in streams.values() if cuda else []:  # after what the default stream set up (the data)
+        stream.wait_stream(torch.cuda.current_stream(device))
     loops = {id(t): (t, t.train()) for t in trainers}
     records, diverged, interrupted = [], [], []
     while loops:
@@ -153,8 +172,12 @@ def _interleave(name: str, trainers: list, device) -> list:
 
 def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool) -> list:
     """Split the pack over one single-threaded process per thread: this one trains the first
-    share, worker processes (started first) the others."""
-    workers = shares([cost(cfg) for _, cfg in members], min(threads, len(members)))
+    share, worker processes (started first) the others. A stop request (SIGTERM, SIGINT)
+    reaches every worker as SIGUSR1, for as long as any runs, and each checkpoints."""
+    from iwae.train import StopRequest
+
+    points = _train_points(members[0][1].data)
+    workers = shares([cost(cfg, points) for _, cfg in members], min(threads, len(members)))
     per_worker = max(1, threads // len(workers))
     procs = []
     for share in workers[1:]:
@@ -162,24 +185,27 @@ def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool)
         cmd += ["--threads", str(per_worker)] + (["--quiet"] if quiet else [])
         procs.append(subprocess.Popen(cmd))  # (OMP_NUM_THREADS=1 here would slow start-up by a second)
 
-    def forward(signum):  # a scheduler's SIGTERM reaches every worker: each checkpoints
+    def forward(signum=None):
         for p in procs:
             if p.poll() is None:
-                p.send_signal(signum)
+                p.send_signal(StopRequest.FROM_PACK)
 
-    failure = None
+    stop = StopRequest(also=forward)
+    stop.install()
+    failure, records = None, []
     try:
         records = _in_process(name, members, workers[0], per_worker, quiet, also=forward)
     except (Diverged, Interrupted) as e:  # the workers go on (or stop) by themselves
-        failure, records = e, []
-    codes = [p.wait() for p in procs]
+        failure = e
+    except BaseException:
+        forward()  # any other failure here: the workers checkpoint and stop too
+        raise
+    finally:
+        codes = [p.wait() for p in procs]
+        stop.uninstall()
     signals = [c for c in codes if c >= 128 or c < 0]
-    if isinstance(failure, Interrupted) or signals:
-        signum = (
-            failure.signum
-            if isinstance(failure, Interrupted)
-            else (signals[0] - 128 if signals[0] > 0 else -signals[0])
-        )
+    if isinstance(failure, Interrupted) or signals or stop.requested:
+        signum = failure.signum if isinstance(failure, Interrupted) else stop.signum or signal.SIGTERM
         raise Interrupted(f"pack {name}: interrupted", signum)
     if failure is not None or 3 in codes:
         raise Diverged(f"pack {name}: a run diverged (its error is above); the others finished")
@@ -187,6 +213,20 @@ def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool)
         raise UserError(f"pack {name}: a worker failed with status {max(codes)} (its error is above)")
     trained_here = {r["run"] for r in records}
     return records + [json.loads((d / "train.json").read_text()) for d, _ in members if d.name not in trained_here]
+
+
+def die_with_parent() -> None:
+    """A worker: stop (checkpointing) if the pack's first process dies (Linux)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.prctl(1, int(signal.SIGUSR1))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent is already gone
+        os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def pack_runtime_factor(runs: int, workers: int) -> int:

@@ -288,8 +288,10 @@ class Trainer:
         self.bar.update(self.done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
 
     def finish(self) -> dict:
-        """Write model.pt and train.json."""
+        """Write model.pt, train.json and train_log.csv (again: a finished run that is resumed,
+        after a scheduler deleted a failed job's outputs, trains no epoch that would)."""
         self.elapsed += time.monotonic() - self.session_start
+        _write_log(self.out_dir / "train_log.csv", self.log)
         record = {
             "run": self.run_name,
             "config": self.cfg.to_dict(),
@@ -339,7 +341,11 @@ def _write_log(path: Path, rows: list[dict]) -> None:
 
 class StopRequest:
     """Turns SIGTERM / SIGINT into a flag the training loop checks at every step, so that a
-    scheduler's kill (Slurm sends SIGTERM first) leaves a fresh checkpoint behind."""
+    scheduler's kill (Slurm sends SIGTERM first) leaves a fresh checkpoint behind. A second
+    SIGTERM or SIGINT stops at once. SIGUSR1 is a pack's own request to its workers: it never
+    escalates, since a worker may get the scheduler's signal too."""
+
+    FROM_PACK = signal.SIGUSR1
 
     def __init__(self, also=None):
         """`also(signum)` is called on every signal too (a pack passes it on to its workers)."""
@@ -351,12 +357,14 @@ class StopRequest:
     def _handler(self, signum, frame):
         if self.also:
             self.also(signum)
-        if self.requested:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.requested, self.signum = True, signum
+        if self.requested and signum != self.FROM_PACK and self.signum != self.FROM_PACK:
+            raise KeyboardInterrupt  # a second signal from outside: stop now
+        if not self.requested or self.signum == self.FROM_PACK:
+            self.signum = signum
+        self.requested = True
 
     def install(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, self.FROM_PACK):
             try:
                 self._previous[sig] = signal.signal(sig, self._handler)
             except ValueError:  # not the main thread: leave signals alone

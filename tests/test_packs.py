@@ -4,6 +4,7 @@ a diverging run stops alone; GPU locks; the prepared GPU check and the pack benc
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,13 +69,16 @@ def test_a_run_in_a_pack_ends_as_it_would_alone(prepared, tmp_path, alone, threa
 
 
 def _kill_when_checkpointed(cmd: list, runs: Path, sig: int) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Start a pack in a process group of its own; once its runs checkpoint, signal the whole
+    group, as a terminal's Ctrl-C or a scheduler does (every worker gets it directly too)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list(runs.glob("*/checkpoints/ckpt-*.pt"))) >= 3:
+        if all(list((runs / name / "checkpoints").glob("ckpt-*.pt")) for name in RUNS):  # every run under way
             break
         time.sleep(0.01)
-    proc.send_signal(sig)
+    os.killpg(proc.pid, sig)
     proc.wait(timeout=120)
     return proc
 
@@ -88,11 +92,28 @@ def test_a_stopped_pack_resumes_every_run_bit_identical(prepared, tmp_path, alon
     assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig), stderr
     if sig == signal.SIGTERM:
         assert "checkpoint saved" in stderr and "Traceback" not in stderr
+        assert "interrupted\n" not in stderr  # no worker was stopped without its checkpoint
     assert not all((tmp_path / "runs" / n / "model.pt").exists() for n in RUNS)
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     for name in RUNS:
         assert torch.equal(params(tmp_path / "runs" / name), params(alone / name)), name
+
+
+def test_a_rerun_pack_rewrites_the_outputs_a_scheduler_deleted(prepared, tmp_path, alone):
+    """Snakemake deletes a job's outputs before it reruns it (and after it fails): the finished
+    runs resume from their final checkpoints and write all three again."""
+    spec = pack_file(tmp_path / "pack.json", prepared["mnist"], RUNS, tmp_path / "runs")
+    assert run_cli("train", "--pack", spec, "--threads", "2", "--quiet").returncode == 0
+    logs = {n: (tmp_path / "runs" / n / "train_log.csv").read_text() for n in RUNS}
+    for name in RUNS:
+        for output in ("model.pt", "train.json", "train_log.csv"):
+            (tmp_path / "runs" / name / output).unlink()
+    result = run_cli("train", "--pack", spec, "--threads", "2", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name in RUNS:
+        assert (tmp_path / "runs" / name / "train_log.csv").read_text() == logs[name]
+        assert torch.equal(params(tmp_path / "runs" / name), params(alone / name))
 
 
 def test_a_diverging_run_stops_alone(prepared, tmp_path):

@@ -259,3 +259,33 @@ def test_autograd_backend_trains_the_same_run(prepared, tmp_path):
     np.testing.assert_allclose(finals["autograd"], finals["fused"], rtol=1e-5)
     assert (params["autograd"] - params["fused"]).abs().max() < 1e-3
     assert not torch.equal(params["autograd"], params["fused"])  # two computations, not one
+
+
+@pytest.mark.parametrize("batches", [2, 15])
+def test_position_driven_steps_equal_eager_steps_even_resumed_at_an_epochs_end(prepared, tmp_path, batches):
+    """The steps a CUDA graph replays (position on the device, warm-up undone), run here
+    without a graph: bit-identical to eager steps, also with 2 batches an epoch (fewer than
+    the warm-up's 3 steps) and when resumed from a checkpoint at an epoch's last step."""
+    from iwae import cuda
+    from iwae.errors import Interrupted
+    from iwae.train import Trainer
+
+    cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 2],
+                      train_subset=20 * batches, threads=1)  # fmt: skip
+
+    def trainer(out, positions):
+        t = Trainer(cfg, out, True, False)
+        if positions:
+            t.steps = cuda.GraphedSteps(t, capture=False)
+        return t
+
+    trainer(tmp_path / "eager", False).run()
+    t = trainer(tmp_path / "positions", True)
+    with pytest.raises(Interrupted):
+        for i, _ in enumerate(t.train()):
+            if i == batches + 1 + batches - 2:  # the last step of the second epoch is next
+                t.stop.requested = True
+    resumed = trainer(tmp_path / "positions", True)
+    resumed.run()
+    assert resumed.resumes == 1
+    assert torch.equal(_params(tmp_path / "positions"), _params(tmp_path / "eager"))

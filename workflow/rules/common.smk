@@ -24,6 +24,7 @@ from iwae import catalogue
 from iwae.config import flags
 from iwae.errors import UserError
 from iwae.experiments import Plan
+from iwae.files import write_text
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:  # names against their registries, options against the package's config classes

@@ -3,20 +3,18 @@
 # deletes them: a killed or failed job resumes where it stopped.
 
 
-# the pack file: every run's directory and options (rewritten when an option changes)
+# the pack file: every run's directory and options (rewritten when an option changes);
+# written here rather than through a shell, whose arguments are limited in length
 rule pack_file:
     output:
         f"{RESULTS}/packs/{{experiment}}/{{pack}}.json",
     log:
         f"{RESULTS}/logs/packs/{{experiment}}/{{pack}}.log",
-    conda:
-        "../../envs/iwae.yaml"
     params:
-        spec=lambda wildcards: shlex.quote(
-            pack_spec(wildcards.experiment, wildcards.pack)
-        ),
-    shell:
-        "printf '%s\\n' {params.spec} > {output} 2> {log}"
+        spec=lambda wildcards: pack_spec(wildcards.experiment, wildcards.pack),
+    run:
+        write_text(output[0], f"{params.spec}\n")
+        write_text(log[0], f"wrote {output[0]}\n")
 
 
 if not PACKS:
