@@ -126,6 +126,14 @@ class TrainConfig(_Options):
     cuda_graphs: bool = _opt(
         True, "on a GPU, capture each step once as a CUDA graph and replay it (the same arithmetic)", runtime=True
     )
+    valid_every: int = _opt(
+        0,
+        "every N epochs and at the end, L_k on the validation split, logged as valid_bound in train_log.csv "
+        "(its own random stream: training is unchanged); 0: never",
+        runtime=True,
+    )
+    valid_k: int = _opt(2000, "samples per point of that validation estimate", runtime=True)
+    valid_points: int | None = _opt(None, "validation points drawn at random for it; none: all", runtime=True)
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
     threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
     checkpoint_minutes: float = _opt(10.0, "write a checkpoint at least this often inside long stages", runtime=True)
@@ -162,6 +170,9 @@ class TrainConfig(_Options):
         for key in ("shuffle", "tf32", "cuda_graphs"):
             need(isinstance(getattr(self, key), bool), key, "must be true or false")
         self._positive_int("train_subset", allow_none=True)
+        need(isinstance(self.valid_every, int) and self.valid_every >= 0, "valid_every", "must be 0 or more")
+        self._positive_int("valid_k")
+        self._positive_int("valid_points", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
         self._runtime_checks()
 

@@ -41,7 +41,7 @@ from iwae.progress import Progress
 from iwae.provenance import environment, resolve_device
 from iwae.sources import file_digest
 
-LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s"]
+LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "valid_bound"]
 
 
 @dataclass
@@ -144,10 +144,32 @@ class Trainer:
         if cfg.init_from:  # a second stage belongs to its first stage's exact parameters
             lineage.append({"init_from": file_digest(Path(cfg.init_from), "sha256")})
         self.store = CheckpointStore(out_dir / "checkpoints", cfg.fingerprint(lineage))
+        self.x_valid = self._validation_points() if cfg.valid_every else None
         self.stop = stop or StopRequest()
         self.eager_because = cuda.graphs_apply(cfg, self.device)
         self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self)
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
+
+    def _validation_points(self) -> torch.Tensor:
+        """The validation points of the learning curve: binarised once, as the test set is
+        in evaluation (seed 123, a CPU stream), a random subset if asked."""
+        from iwae.evaluate import subset
+
+        x = self.data.valid
+        if self.data.dynamic:
+            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(123)).to(self.device)
+        return x[subset(x.shape[0], self.cfg.valid_points).to(self.device)]
+
+    def validation_bound(self) -> float:
+        """Mean L_k over the validation points, from a stream of its own (seeded by the run
+        and the epoch), so that neither training nor resumption sees it."""
+        from iwae.evaluate import dataset_log_likelihood, default_chunk
+
+        gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 100_003 + self.done_epochs)
+        ll = dataset_log_likelihood(
+            self.backend, self.x_valid, self.cfg.valid_k, gen, 20, default_chunk(self.device, 20)
+        )
+        return ll.mean().item()
 
     # ---------------------------------------------------------------- state
 
@@ -273,6 +295,9 @@ class Trainer:
         if not math.isfinite(mean):
             raise self.diverged("objective", stage, epoch)
         self.done_epochs += 1
+        due = self.cfg.valid_every and (
+            self.done_epochs % self.cfg.valid_every == 0 or self.done_epochs == self.cfg.total_epochs
+        )
         self.log.append(
             {
                 "stage": stage + 1,
@@ -282,6 +307,7 @@ class Trainer:
                 "objective": mean,
                 "seconds": round(seconds, 4),
                 "points_per_s": round(self.n_batches * batch / max(seconds, 1e-9), 1),
+                "valid_bound": self.validation_bound() if due else None,
             }
         )
         _write_log(self.out_dir / "train_log.csv", self.log)

@@ -261,6 +261,22 @@ def test_autograd_backend_trains_the_same_run(prepared, tmp_path):
     assert not torch.equal(params["autograd"], params["fused"])  # two computations, not one
 
 
+def test_validation_curve_leaves_training_unchanged(prepared, tmp_path):
+    """L_k on validation points every N epochs and at the end, from a stream of its own: the
+    run's parameters are the same as without it, and the log holds the curve."""
+    from iwae.train import train
+
+    base = dict(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 3], train_subset=200, threads=2)
+    train(TrainConfig(**base), tmp_path / "plain", quiet=True)
+    train(TrainConfig(**base, valid_every=2, valid_k=30, valid_points=25), tmp_path / "valid", quiet=True)
+    assert torch.equal(_params(tmp_path / "plain"), _params(tmp_path / "valid"))
+    with open(tmp_path / "valid" / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    logged = {int(r["epoch"]): float(r["valid_bound"]) for r in rows if r["valid_bound"]}
+    assert sorted(logged) == [2, 4, 5]  # every 2 epochs, and the last
+    assert all(-400 < v < -50 for v in logged.values())
+
+
 @pytest.mark.parametrize("batches", [2, 15])
 def test_position_driven_steps_equal_eager_steps_even_resumed_at_an_epochs_end(prepared, tmp_path, batches):
     """The steps a CUDA graph replays (position on the device, warm-up undone), run here
