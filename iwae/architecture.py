@@ -25,8 +25,11 @@ class Architecture:
 
     @classmethod
     def parse(cls, spec: str | int) -> Architecture:
-        """`1` or `2` (the paper's), or e.g. "200-200-100/100-100-50": per stochastic layer,
-        its hidden tanh units then its latent units, layers separated by "/"."""
+        """`1` or `2` (the paper's), a name of NAMED (e.g. "seed001"), or e.g.
+        "200-200-100/100-100-50": per stochastic layer, its hidden tanh units then its
+        latent units, layers separated by "/"."""
+        if str(spec) in NAMED:
+            return cls.parse(NAMED[str(spec)])
         if isinstance(spec, int) or str(spec).isdigit():
             if int(spec) not in ARCHITECTURES:
                 raise UserError(
@@ -38,6 +41,7 @@ class Architecture:
             raise UserError(
                 f"architecture {spec!r}: expected sizes like '200-200-100/100-100-50' "
                 "(hidden units then latent units per stochastic layer, '/' between layers)"
+                f" or one of {', '.join(NAMED)}"
             )
         layers = []
         for part in str(spec).split("/"):
@@ -64,4 +68,9 @@ ARCHITECTURES = {
     2: Architecture(  # 784-200-200-100-100-100-50
         (StochasticLayer((200, 200), 100), StochasticLayer((100, 100), 50))
     ),
+}
+
+# named architectures of the other systems the pipeline reproduces
+NAMED = {
+    "seed001": "400-20",  # Hernandez-Lobato et al.: 784-400-20, one tanh hidden layer each way
 }

@@ -26,6 +26,7 @@ from iwae.errors import UserError
 PAPER_EPOCHS = [3**i for i in range(8)]  # 1, 3, ..., 2187: 3,280 epochs in 8 stages
 OPTIMIZERS = ("adam", "adam-official")
 BACKENDS = ("auto", "fused", "autograd")
+RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
 
 
 def _opt(default, help: str, **kw):
@@ -117,6 +118,15 @@ class TrainConfig(_Options):
         "or 'auto' (fused where it applies); the same gradients either way",
         runtime=True,
     )
+    random: str = _opt(
+        "none",
+        "random network weights, q(w) = N(m, exp(s)^2) per weight (seed 001): 'both' (IWAER), 'encoder' "
+        "(IWAER_rec) or 'none' (the paper's model)",
+        fingerprint="unless-default",
+    )
+    weight_log_sigma_init: float = _opt(
+        -6.0, "initial log sigma of every random weight (ours; seed 001 gives none)", fingerprint="unless-default"
+    )
     tf32: bool = _opt(
         False,
         "TF32 matrix products on a GPU: faster, less accurate (about 1e-3 relative per product); off as in "
@@ -174,6 +184,19 @@ class TrainConfig(_Options):
         self._positive_int("valid_k")
         self._positive_int("valid_points", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
+        need(self.random in RANDOM_WEIGHTS, "random", f"must be one of {', '.join(RANDOM_WEIGHTS)}")
+        if self.random != "none":
+            need(not objective.stops_q, "objective", "drops the score term, which random weights do not support")
+            need(
+                Architecture.parse(self.layers).n_stochastic == 1,
+                "layers",
+                "must have one stochastic layer with random weights",
+            )
+        need(
+            isinstance(self.weight_log_sigma_init, (int, float)) and math.isfinite(self.weight_log_sigma_init),
+            "weight_log_sigma_init",
+            "must be a number",
+        )
         self._runtime_checks()
 
     def learning_rate(self, stage: int) -> float:

@@ -143,6 +143,8 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     bar.close()
     record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": cfg.seed, "test": _summary(ll)}
     record["test"]["of"] = data.test.shape[0]
+    # per point, in the order of the (sorted) subset, for differences paired on the same points
+    record["test"]["per_point"] = [round(v, 4) for v in ll.tolist()]
     record["bounds"] = {
         str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk)) for kk in cfg.extra_k
     }

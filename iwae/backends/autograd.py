@@ -31,11 +31,13 @@ class AutogradBackend:
         self.encoder, self.generative = groups["encoder"], groups["generative"]
         self.every = self.encoder + self.generative
 
-    def forward(self, x: Tensor, k: int, generator=None, noise=None, stop_q: bool = False) -> LogWeights:
-        return self.model.forward(x, k, generator, noise, stop_q=stop_q)
+    def forward(
+        self, x: Tensor, k: int, generator=None, noise=None, stop_q: bool = False, condition=None
+    ) -> LogWeights:
+        return self.model.forward(x, k, generator, noise, condition=condition, stop_q=stop_q)
 
-    def log_weights(self, x: Tensor, k: int, generator=None, noise=None) -> Tensor:
-        return self.model.log_weights(x, k, generator, noise)
+    def log_weights(self, x: Tensor, k: int, generator=None, noise=None, condition=None) -> Tensor:
+        return self.model.log_weights(x, k, generator, noise, condition)
 
     def backward(self, fp: LogWeights, coef: Coefficients) -> None:
         """Write the gradient the coefficients describe into the model's `buffer.grad`."""

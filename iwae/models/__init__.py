@@ -1,8 +1,11 @@
 """Model families: each is defined by its forward pass (k samples h ~ q(h|x), their (k, batch)
 log importance weights) and trained by any backend (`iwae.backends`).
 
-    layered   Burda et al.'s stacked Gaussian layers with tanh networks (`iwae.models.layered`),
-              any number of stochastic layers, any likelihood and prior, optional condition
+    layered         Burda et al.'s stacked Gaussian layers with tanh networks
+                    (`iwae.models.layered`): any number of stochastic layers, any likelihood
+                    and prior, an optional condition
+    random-weights  the same with random network weights, q(w) = N(m, exp(s)^2) (seed 001's
+                    IWAER and IWAER_rec; `iwae.models.random_weights`), TrainConfig.random
 
 A new family is a module here with the same methods as `LayeredModel` (forward, log_weights,
 parameter_groups, initialize, posterior_means, sample, reconstruct, state, from_state) and an
@@ -14,13 +17,18 @@ from __future__ import annotations
 from iwae.architecture import Architecture
 from iwae.errors import UserError
 from iwae.models.layered import LayeredModel, LogWeights  # noqa: F401 (re-exported)
+from iwae.models.random_weights import RandomWeightsModel
 
-FAMILIES = {"layered": LayeredModel}
+FAMILIES = {"layered": LayeredModel, "random-weights": RandomWeightsModel}
 
 
 def build(config, input_dim: int, device="cpu"):
     """The model a training configuration (`iwae.config.TrainConfig`) describes."""
-    return LayeredModel(Architecture.parse(config.layers), input_dim, device)
+    architecture = Architecture.parse(config.layers)
+    if config.random != "none":
+        return RandomWeightsModel(architecture, input_dim, device, random=config.random,
+                                  log_sigma_init=config.weight_log_sigma_init)  # fmt: skip
+    return LayeredModel(architecture, input_dim, device)
 
 
 def from_state(state: dict, device="cpu"):
