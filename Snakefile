@@ -24,6 +24,7 @@ localrules:
     pack_file,
     table,
     group_figure,
+    weights_figure,
     nll_vs_k,
     samples,
     summary,

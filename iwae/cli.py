@@ -167,7 +167,11 @@ def cmd_report(args) -> int:
     if args.part == "table":
         build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title)
     elif args.part == "figure":
-        if args.kind == "samples":
+        if args.kind == "weights":
+            if not args.models:
+                raise UserError("report figure weights: --models is required")
+            figures.weights(args.models, Path(args.out_stem))
+        elif args.kind == "samples":
             if not (args.model and args.data):
                 raise UserError("report figure samples: --model and --data are required")
             figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
@@ -299,9 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
-    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples"])
+    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights"])
     q.add_argument("--evals", nargs="+", type=Path, help="eval.json records (curves, variances, nll-vs-k)")
     q.add_argument("--model", help="model.pt (samples)")
+    q.add_argument("--models", nargs="+", type=Path, help="model.pt files (weights)")
     q.add_argument("--data", help="prepared dataset (samples)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")

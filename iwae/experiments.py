@@ -1,8 +1,9 @@
 """The experiment model: which runs a configuration declares, their ids and links, and which
 tables and figures each experiment makes. The workflow reads it; nothing here knows Snakemake.
 
-An experiment is either a grid (datasets x layers x objectives x k x seeds) or a second
-training stage of another (grid) experiment's runs (`type: two-stage`, Table 2). Every run
+An experiment is either a grid (datasets x layers x objectives x k x seeds, and optionally
+named variants of the protocol, e.g. IWAE and IWAE with random weights) or a second training
+stage of another (grid) experiment's runs (`type: two-stage`, Table 2). Every run
 gets a readable id naming all its wildcards, e.g. `mnist-2l-iwae-k50-s1`, or
 `mnist-1l-vae-k1-to-iwae-k50-s1` for a second stage. The protocol and evaluation sections of
 the config are the defaults each experiment may override key by key.
@@ -35,10 +36,14 @@ def default_title(experiment: str) -> str:
 
 
 def layers_tag(layers: int | str) -> str:
-    """1 -> '1l'; an explicit spec '200-200-50' -> 'L200x200x50'."""
+    """1 -> '1l'; a named architecture as its name; a spec '200-200-50' -> 'L200x200x50'."""
+    from iwae.architecture import NAMED
+
     text = str(layers)
     if text.isdigit():
         return f"{text}l"
+    if text in NAMED:
+        return text
     return f"L{text.translate(str.maketrans('-/', 'x_'))}"
 
 
@@ -54,6 +59,11 @@ class Run:
     protocol: dict = field(hash=False, compare=False)
     evaluation: dict = field(hash=False, compare=False)
     first_stage: tuple[str, str] | None = None  # (experiment, run id) this run continues
+    variant: str | None = None  # the name of its protocol variant (a grid's `variants:`)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.protocol.get("random", "none") != "none"
 
     @property
     def group(self) -> tuple[str, str]:
@@ -95,6 +105,8 @@ class Experiment:
     def figures(self) -> list[str]:
         """Figure stems (under figures/<experiment>/, each as .pdf and .png)."""
         stems = [f"{kind}_{dataset}_{tag}" for dataset, tag in self.groups() for kind in FIGURE_KINDS_PER_GROUP]
+        stems += [f"weights_{dataset}_{tag}" for (dataset, tag), runs in self.groups().items()
+                  if any(r.random_weights for r in runs)]  # fmt: skip
         if self.type == "grid" and len(self.ks) > 1:
             stems.append("nll_vs_k")
         if self.samples_figure:
@@ -224,12 +236,20 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
         _check_names(f"{where}.datasets", exp["datasets"], catalogue.get)
         _check_names(f"{where}.layers", exp["layers"], Architecture.parse)
         _check_names(f"{where}.objectives", exp["objectives"], Objective.parse)
-        for dataset, layers, objective, k, seed in itertools.product(
-            exp["datasets"], exp["layers"], exp["objectives"], exp["k"], exp["seeds"]
+        variants = exp.get("variants") or {None: {}}  # name -> protocol overrides
+        for name_, overrides in variants.items():
+            if name_ is not None:
+                _check_options(TrainConfig, {**overrides}, f"{where}.variants.{name_}")
+        for dataset, layers, objective, k, (variant, overrides), seed in itertools.product(
+            exp["datasets"], exp["layers"], exp["objectives"], exp["k"], variants.items(), exp["seeds"]
         ):
-            _check_run(f"{where}.objectives", objective, k, protocol)
-            run_id = f"{dataset}-{layers_tag(layers)}-{objective}-k{k}-s{seed}"
-            runs.append(Run(id=run_id, dataset=dataset, layers=layers, objective=objective, k=k, seed=seed, **common))
+            run_protocol = {**protocol, **overrides}
+            _check_run(f"{where}.objectives", objective, k, run_protocol)
+            tag = f"{dataset}-{layers_tag(layers)}-{objective}-k{k}" + (f"-{variant}" if variant else "")
+            runs.append(
+                Run(id=f"{tag}-s{seed}", dataset=dataset, layers=layers, objective=objective, k=k, seed=seed,
+                    **{**common, "protocol": run_protocol}, variant=variant)
+            )  # fmt: skip
         ks = list(exp["k"])
     else:
         base = exp.get("first_stage")

@@ -144,7 +144,7 @@ def test_a_new_objective_needs_only_its_registry_entry(new_objective, tmp_path):
         [{"dataset": "mnist", "dataset_label": "MNIST", "layers": 1, "objective": o, "k": 5, "seed": 1,
           "nll": 90.0, "nll_stderr": 0.5, "test_points": 500, "test_selection": "random", "eval_k": 5000,
           "active_units": "20", "active_total": 20, "iwae64": float("nan"), "train_nll": float("nan"),
-          "train_points": 0, "epochs": 3}
+          "train_points": 0, "epochs": 3, "random": "none"}
          for o in ("iwae", new_objective)]
     )  # fmt: skip
     header = tables.nll_au(frame).markdown()
@@ -179,3 +179,22 @@ def test_packs_group_an_experiments_runs_by_dataset():
     config["compute"]["pack"] = "runs"
     with pytest.raises(UserError, match="compute.pack: 'runs'"):
         Plan.from_config(config)
+
+
+def test_variants_are_runs_of_their_own():
+    plan = Plan.from_config(CONFIG)
+    iwaer = plan.experiments["iwaer"]
+    ids = [r.id for r in iwaer.runs]
+    assert len(ids) == 2 * 3 * 5 and "mnist-seed001-iwae-k25-iwaer_rec-s3" in ids
+    run = plan.run("iwaer", "omniglot-seed001-iwae-k25-iwaer-s1")
+    options = run.train_options()
+    assert run.variant == "iwaer" and options["random"] == "both" and options["layers"] == "seed001"
+    assert options["batch_size"] == 100 and options["adam_eps"] == 1e-8 and options["epochs_per_stage"] == [500]
+    assert plan.run("iwaer", "mnist-seed001-iwae-k25-iwae-s1").train_options()["random"] == "none"
+    assert iwaer.layout == "random-weights" and run.eval_options()["k"] == 2000
+    figures = iwaer.figures()
+    assert "weights_mnist_seed001" in figures and "curves_omniglot_seed001" in figures
+    assert "weights_mnist_1l" not in plan.experiments["table1"].figures()
+    bad = with_changes(iwaer={"variants": {"x": {"random": "all"}}})
+    with pytest.raises(UserError, match="experiments.iwaer.variants.x: random: 'all'"):
+        Plan.from_config(bad)

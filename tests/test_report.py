@@ -19,7 +19,7 @@ from iwae.report import build, figures, records, tables
 
 def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1", objective="iwae", k=5,
            seed=1, nll=90.0, units=(20,), iwae64=None, train_nll=None, init_from=None, epochs=6,
-           test_of=10000) -> Path:  # fmt: skip
+           test_of=10000, random="none", per_point=None) -> Path:  # fmt: skip
     path = root / "runs" / experiment / run / "eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     label = {"mnist": "MNIST", "omniglot-resized": "Omniglot (resized)", "mnist-fixed": "MNIST (fixed binarization)"}
@@ -33,7 +33,14 @@ def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1"
             "threshold": 0.01,
         },
         "training": {
-            "config": {"layers": layers, "objective": objective, "k": k, "seed": seed, "init_from": init_from},
+            "config": {
+                "layers": layers,
+                "objective": objective,
+                "k": k,
+                "seed": seed,
+                "init_from": init_from,
+                "random": random,
+            },  # fmt: skip
             "data": {"dataset": dataset, "label": label[dataset]},
             "epochs": epochs,
             "train_seconds": 10.0,
@@ -42,6 +49,8 @@ def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1"
         "eval_seconds": 5.0,
         "environment": {"device": "cpu", "git": {"revision": "def"}},
     }
+    if per_point is not None:
+        rec["test"]["per_point"] = list(per_point)
     if train_nll is not None:
         rec["train"] = {"nll": train_nll, "log_likelihood": -train_nll, "stderr": 0.5, "points": 500}
     path.write_text(json.dumps(rec))
@@ -169,3 +178,29 @@ def test_bad_record_is_a_one_line_error(tmp_path):
     bad.write_text("{}")
     with pytest.raises(UserError, match="eval.json"):
         records.frame([bad])
+
+
+def test_random_weights_table_pairs_each_method_with_iwae_on_the_same_points(tmp_path):
+    """Seed 001's layout: ours beside its values, and differences to IWAE paired per seed on
+    the same test points (here built so that IWAER is 0.5 nats better on every point)."""
+    import numpy as np
+
+    paths = []
+    rng = np.random.RandomState(0)
+    for seed in (1, 2):
+        base = -95 + rng.randn(50)
+        for random, shift in (("none", 0.0), ("encoder", 0.2 + 0.1 * seed), ("both", 0.5)):
+            points = base + shift + 0.01 * rng.randn(50)
+            paths.append(record(tmp_path, "iwaer", f"mnist-seed001-iwae-k25-{random}-s{seed}", layers="seed001",
+                                k=25, seed=seed, nll=-points.mean(), random=random, per_point=points))  # fmt: skip
+    ours, cmp = tables.random_weights(records.frame(paths))
+    assert [r[1] for r in ours.rows] == ["IWAE", "IWAER_rec", "IWAER"] and ours.rows[0][0] == "MNIST"
+    iwaer = ours.rows[2]
+    assert iwaer[6] == "-94.346 ± 0.025" and iwaer[8] == "+0.836"  # seed 001's value and difference
+    mean, se = iwaer[7].split(" ± ")
+    assert float(mean) == pytest.approx(0.5, abs=0.01) and float(se) < 0.01  # paired: the shared noise cancels
+    rec_mean, rec_se = ours.rows[1][7].split(" ± ")
+    assert float(rec_mean) == pytest.approx(0.35, abs=0.01) and float(rec_se) == pytest.approx(0.05, abs=0.01)
+    assert ours.rows[0][2] == "2" and ours.rows[0][4] != "—"  # two seeds: an sd
+    assert any("seed 001: k = 2000" in n for n in ours.notes) and not any("n = 6" in n for n in ours.notes)
+    assert [r[3] for r in cmp.rows] == ["-95.182", "-94.709", "-94.346"]

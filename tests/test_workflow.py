@@ -215,7 +215,7 @@ def test_smoke_builds_every_output(smoke):
     assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
     assert (work / "results/report.tex").stat().st_size > 1000
     assert len(list((work / "results/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6
+    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6
 
 
 @pytest.mark.slow
@@ -248,7 +248,7 @@ def test_smoke_vs_paper_and_summary(smoke):
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
     with open(work / "results/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert len(summary) == 24 + 2 + 10 + 6  # every run of every experiment
+    assert len(summary) == 24 + 2 + 10 + 6 + 6  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
     record = json.loads((work / "results/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
@@ -273,6 +273,24 @@ def test_smoke_other_experiment_tables(smoke):
     assert "-86.11" in (tables / "estimators_vs_paper.md").read_text()
     fixed = (tables / "fixed-binarization.md").read_text()
     assert "IWAE train NLL" in fixed and "IWAE gap" in fixed and "MNIST (fixed binarization)" in fixed
+
+
+@pytest.mark.slow
+def test_smoke_random_weights_experiment(smoke):
+    """Seed 001's experiment end to end: its table beside seed 001's values with paired
+    differences, the validation curve in the training logs, the weights figure."""
+    work, _ = smoke
+    rows = _markdown_rows(work / "results/tables/iwaer.md")
+    assert [r[1] for r in rows] == ["IWAE", "IWAER_rec", "IWAER"] * 2
+    assert rows[2][6] == "-94.346 ± 0.025" and rows[5][6].endswith("†")  # Omniglot (resized): orientation only
+    assert all(" ± " in r[7] for r in rows if r[1] != "IWAE")
+    run = work / "results/runs/iwaer/mnist-seed001-iwae-k25-iwaer-s1"
+    record = json.loads((run / "train.json").read_text())
+    assert record["backend"] == "autograd" and record["config"]["random"] == "both"
+    with open(run / "train_log.csv") as f:
+        assert all(row["valid_bound"] for row in csv.DictReader(f))  # valid_every: 1 in the smoke preset
+    image = matplotlib.image.imread(work / "results/figures/iwaer/weights_mnist_seed001.png")
+    assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05
 
 
 @pytest.mark.slow
@@ -312,7 +330,7 @@ def test_smoke_tables_and_report_compile(smoke, tmp_path):
     assert (work / "results/report.pdf").stat().st_size > 50_000
     report = (work / "results/report.tex").read_text()
     assert report.count(r"\includegraphics") == len(list((work / "results/figures").rglob("*.pdf")))
-    for title in ("Table 1", "Table 2", "Rainforth", "Fixed binarisation"):
+    for title in ("Table 1", "Table 2", "Rainforth", "Fixed binarisation", "random network weights"):
         assert title in report
 
 
@@ -349,7 +367,8 @@ def test_regenerating_a_table_trains_nothing(smoke):
 @pytest.mark.slow
 def test_changing_evaluation_reruns_evaluation_only(smoke, tmp_path):
     work, _ = smoke
-    more = overlay(tmp_path / "k.yaml", "evaluation:\n  k: 50\n")
+    # the evaluation seed: an option no experiment of the smoke preset overrides
+    more = overlay(tmp_path / "seed.yaml", "evaluation:\n  seed: 7\n")
     dry = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE, more)
     counts = job_counts(dry.stdout)
     evaluated = len(list((work / "results/runs").glob("*/*/eval.json")))

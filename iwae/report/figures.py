@@ -1,5 +1,7 @@
 """Figures, each written as PDF and PNG.
 
+weights     per dataset and architecture, for runs with random weights: histograms of each
+            random layer's sigma and |m| / sigma (do the weights collapse to point values?)
 samples     per run: 64 draws from the prior and test images beside their reconstructions
 curves      per dataset and architecture: the training objective against epochs (log x)
 nll_vs_k    per experiment: test NLL against k, VAE and IWAE lines, the paper's values as
@@ -78,10 +80,21 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     return save(fig, stem)
 
 
-def _read_log(path: Path) -> tuple[list[int], list[float]]:
+def _read_log(path: Path) -> tuple[list[int], list[float], list[tuple[int, float]]]:
+    """Epochs, the training objective, and (epoch, validation bound) where one was logged."""
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    return [int(r["epoch"]) for r in rows], [float(r["objective"]) for r in rows]
+    valid = [(int(r["epoch"]), float(r["valid_bound"])) for r in rows if r.get("valid_bound")]
+    return [int(r["epoch"]) for r in rows], [float(r["objective"]) for r in rows], valid
+
+
+def _method(r) -> str:
+    """How a run is named in a legend: its objective, and its random weights if any."""
+    from iwae.config import RANDOM_WEIGHTS
+
+    name = objective_label(r.objective)
+    random = getattr(r, "random", "none")
+    return RANDOM_WEIGHTS[random] if random != "none" else name
 
 
 def _one_group(df: pd.DataFrame, what: str) -> tuple[str, int]:
@@ -96,13 +109,23 @@ def curves(df: pd.DataFrame, stem: Path) -> list[Path]:
     _, layers = _one_group(df, "curves")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     styles = dict(zip(sorted(set(df["k"])), ["-", "--", ":", "-."] * 4))
-    for r in df.sort_values(["objective", "k", "seed"]).itertuples():
-        epochs, objective = _read_log(Path(r.run_dir) / "train_log.csv")
-        label = f"{objective_label(r.objective)} k={r.k}" if r.seed == df["seed"].min() else None
-        ax.plot(epochs, objective, styles[r.k], color=COLORS.get(r.objective), label=label, lw=1.2)
+    methods = list(dict.fromkeys(_method(r) for r in df.itertuples()))
+    palette = {m: COLORS.get(m.lower(), f"C{i}") for i, m in enumerate(methods)}
+    any_valid = False
+    for r in df.sort_values(["objective", "random", "k", "seed"]).itertuples():
+        epochs, objective, valid = _read_log(Path(r.run_dir) / "train_log.csv")
+        first = r.seed == df["seed"].min()
+        color = palette[_method(r)]
+        label = f"{_method(r)} k={r.k}" if first else None
+        ax.plot(epochs, objective, styles[r.k], color=color, label=label, lw=1.2)
+        if valid:
+            any_valid = True
+            ax.plot(*zip(*valid), "o", color=color, ms=3.5, mfc="none",
+                    label=f"{_method(r)} k={r.k}, validation L_{r.valid_k}" if first else None)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("training objective (its own bound, nats)")
+    ax.set_ylabel("training objective (line), validation bound (circles), nats" if any_valid
+                  else "training objective (its own bound, nats)")  # fmt: skip
     ax.set_title(f"{df['dataset_label'].iloc[0]}, {layers} stochastic layer{'s' if layers > 1 else ''}")
     ax.legend(fontsize=8, ncol=2)
     ax.grid(alpha=0.3)
@@ -168,5 +191,42 @@ def variances(df: pd.DataFrame, stem: Path, threshold: float = 1e-2) -> list[Pat
         f"units right of the line (variance > {threshold}) are active",
         fontsize=10,
     )
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def weights(model_paths: list[Path], stem: Path) -> list[Path]:
+    """Per random layer, histograms of log10 sigma and of log10 |m| / sigma, one colour per
+    run's method (seed 001's IWAER and IWAER_rec)."""
+    from iwae.checkpoints import load_model
+    from iwae.config import RANDOM_WEIGHTS
+
+    runs = []
+    for path in model_paths:
+        model = load_model(Path(path))
+        if getattr(model, "random", "none") == "none":
+            continue
+        runs.append((Path(path).parent.name, RANDOM_WEIGHTS[model.random], model.scales()))
+    if not runs:
+        raise UserError("weights figure: none of the runs has random weights")
+    layers = list(dict.fromkeys(name for _, _, scales in runs for name in scales))
+    fig, axes = plt.subplots(len(layers), 2, figsize=(8.5, 2.2 * len(layers)), squeeze=False)
+    colors = {}
+    for row, layer in zip(axes, layers):
+        for run, method, scales in runs:
+            if layer not in scales:
+                continue
+            sigma, ratio = (t.detach().double().flatten().numpy() for t in scales[layer])
+            color = colors.setdefault(method, f"C{len(colors)}")
+            first = run == next(r for r, m, s in runs if m == method and layer in s)
+            row[0].hist(np.log10(sigma), bins=40, histtype="step", color=color, label=method if first else None)
+            row[1].hist(np.log10(np.clip(ratio, 1e-6, None)), bins=40, histtype="step", color=color)
+        row[0].set_ylabel(layer.replace("encoder.q0", "encoder").replace("decoder.p0", "decoder"), fontsize=8)
+        for ax in row:
+            ax.locator_params(axis="x", nbins=5)
+            ax.ticklabel_format(axis="x", useOffset=False)
+    axes[0][0].set_title("log10 sigma", fontsize=9)
+    axes[0][1].set_title("log10 |m| / sigma (large: nearly a point value)", fontsize=9)
+    axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, stem)

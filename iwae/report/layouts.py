@@ -9,6 +9,8 @@ function in `iwae.report.tables`).
                (grid experiments evaluated with extra_k: [64])
     two-stage  Burda et al.'s Table 2: first and second stage side by side (two-stage
                experiments; their default)
+    random-weights  seed 001's Table 1: IWAE, IWAER_rec and IWAER per dataset beside seed
+               001's values, with differences to IWAE paired on the same test points
 
 Importing this module imports neither pandas nor PyTorch: the config checks read it.
 """
@@ -41,6 +43,12 @@ def _bounds(df):
     return tables.bounds(df)
 
 
+def _random_weights(df):
+    from iwae.report import tables
+
+    return tables.random_weights(df)
+
+
 def _two_stage(df):
     from iwae.report import tables
 
@@ -53,6 +61,7 @@ LAYOUTS = {
         Layout("nll-au", ("grid",), _nll_au),
         Layout("bounds", ("grid",), _bounds, needs_extra_k=(64,)),
         Layout("two-stage", ("two-stage",), _two_stage),
+        Layout("random-weights", ("grid",), _random_weights),
     )
 }
 DEFAULT = {"grid": "nll-au", "two-stage": "two-stage"}  # per experiment type

@@ -15,7 +15,7 @@ COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
     "train_nll", "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
-    "eval_git_revision", "init_from", "run_dir",
+    "eval_git_revision", "init_from", "random", "valid_k", "run_dir",
 ]  # fmt: skip
 
 
@@ -71,10 +71,17 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "git_revision": (env.get("git") or {}).get("revision"),  # of the training
             "eval_git_revision": (rec["environment"].get("git") or {}).get("revision"),
             "init_from": cfg.get("init_from"),
+            "random": cfg.get("random", "none"),
+            "valid_k": cfg.get("valid_k", 2000),
             "run_dir": str(path.parent),
         }
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: evaluation record lacks {e}") from None
+
+
+def per_point(run_dir: str | Path) -> list[float] | None:
+    """A run's test log-likelihoods per point (None for records from before they were kept)."""
+    return load_record(Path(run_dir) / "eval.json")["test"].get("per_point")
 
 
 def frame(paths: list[Path], experiment: str | None = None) -> pd.DataFrame:

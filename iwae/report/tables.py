@@ -133,10 +133,17 @@ def _tex(text: str) -> str:
 
 
 def _protocol_notes(
-    df: pd.DataFrame, paper_epochs: int = 3280, trained: str = "trained", caveats: bool = True
+    df: pd.DataFrame,
+    paper_epochs: int = 3280,
+    trained: str = "trained",
+    caveats: bool = True,
+    reference: str = "the paper",
+    reference_k: int = 5000,
+    quantity: str = "NLL = −L_k",
 ) -> list[str]:
+    """What the numbers are and how they differ from the reference protocol's."""
     notes = []
-    seeds = df.groupby(["dataset", "layers", "objective", "k"]).size()
+    seeds = df.groupby(["dataset", "layers", "objective", "k", "random"]).size()
     if seeds.max() > 1:
         notes.append(f"mean ± sd over n = {seeds.min()}{'' if seeds.min() == seeds.max() else f'–{seeds.max()}'} seeds")
     eval_k, points = sorted(set(df["eval_k"])), int(df["test_points"].min())
@@ -147,14 +154,14 @@ def _protocol_notes(
         "random": f"{points:,} test points drawn at random (the same for every run)",
         "first": f"the first {points:,} test points",
     }.get(selection, f"{points:,} or more test points")
-    paper = eval_k == [5000] and selection == "all"
+    paper = eval_k == [reference_k] and selection == "all"
     notes.append(
-        f"NLL = −L_k with k = {', '.join(map(str, eval_k))} on {where}"
-        + ("" if paper else " (the paper: k = 5000 on the whole test set)")
+        f"{quantity} with k = {', '.join(map(str, eval_k))} on {where}"
+        + ("" if paper else f" ({reference}: k = {reference_k} on the whole test set)")
     )
     epochs = sorted(set(df["epochs"]))
     if epochs != [paper_epochs]:
-        notes.append(f"{trained} for {', '.join(map(str, epochs))} epochs (the paper: {paper_epochs:,})")
+        notes.append(f"{trained} for {', '.join(map(str, epochs))} epochs ({reference}: {paper_epochs:,})")
     for dataset in sorted(set(df["dataset"])) if caveats else []:
         entry = catalogue.CATALOGUE.get(dataset)
         if entry and entry.caveat:
@@ -329,3 +336,73 @@ def summary(df: pd.DataFrame) -> Table:
         for r in df[cols].itertuples(index=False)
     ]
     return Table(cols, rows)
+
+
+def random_weights(df: pd.DataFrame) -> tuple[Table, Table]:
+    """Seed 001's Table 1: test log-likelihood of IWAE, IWAER_rec and IWAER per dataset, ours
+    beside theirs, and each method's difference to IWAE paired on the same test points (the
+    runs of one seed against the IWAE run of that seed)."""
+    import numpy as np
+
+    from iwae.config import RANDOM_WEIGHTS
+    from iwae.report.records import per_point
+
+    rows, cmp_rows, any_proxy = [], [], False
+    for dataset in dict.fromkeys(df["dataset"]):
+        part = df[df["dataset"] == dataset]
+        ref_dataset, same = reference.reference_dataset(dataset)
+        published = reference.SEED001.get(ref_dataset, {})
+        mark = "" if same else "†"
+        any_proxy |= bool(mark and published)
+        baseline = {r.seed: r for r in part[part["random"] == "none"].itertuples()}
+        for i, random in enumerate(m for m in RANDOM_WEIGHTS if m in set(part["random"])):
+            runs = part[part["random"] == random]
+            ll = -runs["nll"].to_numpy()
+            n = len(ll)
+            sd = float(np.std(ll, ddof=1)) if n > 1 else math.nan
+            se = sd / math.sqrt(n) if n > 1 else float(runs["nll_stderr"].iloc[0] or math.nan)
+            diffs, point_se = [], []
+            for r in runs.itertuples():
+                if random == "none" or r.seed not in baseline:
+                    continue
+                ours, base = per_point(r.run_dir), per_point(baseline[r.seed].run_dir)
+                if ours is None or base is None or len(ours) != len(base):
+                    continue
+                d = np.asarray(ours) - np.asarray(base)
+                diffs.append(d.mean())
+                point_se.append(d.std(ddof=1) / math.sqrt(len(d)))
+            if diffs:
+                diff = float(np.mean(diffs))
+                diff_se = float(np.std(diffs, ddof=1) / math.sqrt(len(diffs))) if len(diffs) > 1 else point_se[0]
+                difference = f"{diff:+.3f} ± {diff_se:.3f}"
+            else:
+                difference, diff = DASH, None
+            ref = published.get(random)
+            ref_diff = ref[0] - published["none"][0] if ref and "none" in published and random != "none" else None
+            label = RANDOM_WEIGHTS[random]
+            rows.append([
+                part["dataset_label"].iloc[0] if i == 0 else "", label, str(n),
+                f"{ll.mean():.3f}", number(sd, digits=3) if n > 1 else DASH, f"{se:.3f}",
+                (f"{ref[0]:.3f} ± {ref[1]:.3f}" + mark) if ref else DASH, difference,
+                f"{ref_diff:+.3f}" + mark if ref_diff is not None else DASH,
+            ])  # fmt: skip
+            cmp_rows.append([
+                part["dataset_label"].iloc[0], label, f"{ll.mean():.3f}", f"{ref[0]:.3f}" + mark if ref else DASH,
+                f"{ll.mean() - ref[0]:+.3f}" if ref else DASH,
+                f"{diff:+.3f}" if diff is not None else DASH, f"{ref_diff:+.3f}" if ref_diff is not None else DASH,
+            ])  # fmt: skip
+    notes = _protocol_notes(df, 500, reference="seed 001", reference_k=2000, quantity="log-likelihood = L_k")
+    notes += [
+        "sd: over seeds; se: of the mean over seeds (with one seed: over test points)",
+        "difference to IWAE: per seed, the mean over the same test points of the method's L_k minus the IWAE "
+        "run's of that seed; ± its standard error (over seeds, or over points with one seed)",
+        "seed 001 (Hernandez-Lobato et al.): mean of 5 trials; its ± is not defined there",
+    ]
+    columns = ["dataset", "method", "seeds", "test log-likelihood", "sd", "se", "seed 001",
+               "difference to IWAE", "seed 001's difference"]  # fmt: skip
+    ours = Table(columns, rows, notes=notes, align="ll" + "r" * 7)
+    cmp_cols = ["dataset", "method", "ours", "seed 001", "ours − seed 001", "difference to IWAE (ours)",
+                "(seed 001)"]  # fmt: skip
+    cmp = Table(cmp_cols, cmp_rows, notes=["ours − seed 001: positive means a higher (better) log-likelihood"],
+                align="ll" + "r" * 5)  # fmt: skip
+    return ours, cmp

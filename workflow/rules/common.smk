@@ -43,7 +43,7 @@ wildcard_constraints:
     experiment="|".join(PLAN.experiments),
     run="[^/]+",
     dataset="|".join(catalogue.CATALOGUE),
-    tag="[0-9]+l|L[0-9x_]+",
+    tag="[0-9]+l|L[0-9x_]+|[a-z][a-z0-9]*",
 
 
 # ---------------------------------------------------------------- runs and their files
@@ -204,6 +204,13 @@ def group_inputs(wildcards):
         "evals": [run_file(exp.name, r.id, "eval.json") for r in runs],
         "logs": [run_file(exp.name, r.id, "train_log.csv") for r in runs],
     }
+
+
+def weights_inputs(wildcards):
+    """model.pt of the runs with random weights of one dataset and architecture."""
+    exp = PLAN.experiments[wildcards.experiment]
+    runs = exp.groups().get((wildcards.dataset, wildcards.tag)) or []
+    return [run_file(exp.name, r.id, "model.pt") for r in runs if r.random_weights]
 
 
 def samples_inputs(wildcards):

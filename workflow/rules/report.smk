@@ -48,6 +48,25 @@ rule group_figure:
         "python -m iwae report figure {wildcards.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
 
 
+rule weights_figure:
+    input:
+        models=weights_inputs,
+    output:
+        multiext(
+            f"{RESULTS}/figures/{{experiment}}/weights_{{dataset}}_{{tag}}",
+            ".pdf",
+            ".png",
+        ),
+    log:
+        f"{RESULTS}/logs/report/weights_{{experiment}}_{{dataset}}_{{tag}}.log",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+    shell:
+        "python -m iwae report figure weights --models {input.models} --out-stem {params.stem} > {log} 2>&1"
+
+
 rule nll_vs_k:
     input:
         evals=lambda wildcards: evals_of(wildcards.experiment),
