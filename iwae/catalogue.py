@@ -16,6 +16,12 @@ checks, the workflow, the command line and the report read it; nothing restates 
                       then the same shuffle and hold-out: 23,000 / 1,345 / 8,115.
     mnist-fixed       Larochelle & Murray's fixed binarisation: 50,000 / 10,000 / 10,000,
                       never re-binarised.
+    freyface          Frey's 1,965 face images of 28x20 from Roweis's frey_rawface.mat,
+                      grey / 256, continuous (never binarised); shuffled with
+                      RandomState(123) (Kingma's code): 1,600 train / 365 test, no
+                      validation split.
+
+MNIST's splits carry their digit labels (`Splits.labels`).
 
 A new dataset is an entry here (with its builder) and, for a new file format, a parser in
 `iwae.parsers`. Importing this module does not import PyTorch.
@@ -41,6 +47,7 @@ class Splits:
     train: np.ndarray  # (n, pixels) float32
     valid: np.ndarray
     test: np.ndarray
+    labels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # per split, where known
 
 
 @dataclass(frozen=True)
@@ -51,8 +58,11 @@ class Dataset:
     raw_files: tuple[RawFile, ...]
     build: Callable[[dict[str, Path]], Splits]  # raw file name -> verified path, to splits
     splits: tuple[int, int, int]  # train, valid, test sizes
-    binarization: str = "dynamic"  # "dynamic" (re-sampled at every use) or "fixed"
+    # "dynamic" (re-sampled at every use), "fixed" (binarised once by its publisher) or
+    # "none" (continuous grey levels, modelled by a Gaussian)
+    binarization: str = "dynamic"
     image_shape: tuple[int, int] = (28, 28)
+    labelled: bool = False  # its builder gives class labels (Splits.labels)
     reference: str | None = None  # the paper's dataset whose published values apply
     # why the published values of `reference` are for orientation only (None: same data)
     caveat: str | None = None
@@ -60,6 +70,12 @@ class Dataset:
     @property
     def pixels(self) -> int:
         return self.image_shape[0] * self.image_shape[1]
+
+    @property
+    def likelihood(self) -> str:
+        """The observation model its data call for (`iwae.likelihoods`): Bernoulli for binary
+        images, Kingma & Welling's Gaussian with sigmoid means for continuous ones."""
+        return "gaussian-sigmoid" if self.binarization == "none" else "bernoulli"
 
 
 # --------------------------------------------------------------------------- builders
@@ -74,8 +90,13 @@ def _holdout(train: np.ndarray, n_valid: int, shuffle: bool) -> tuple[np.ndarray
 def build_mnist(files: dict[str, Path]) -> Splits:
     train = parsers.read_idx(files["mnist/train-images-idx3-ubyte.gz"], 2051).reshape(-1, 784)
     test = parsers.read_idx(files["mnist/t10k-images-idx3-ubyte.gz"], 2051).reshape(-1, 784)
+    train_labels = parsers.read_idx(files["mnist/train-labels-idx1-ubyte.gz"], 2049)
+    test_labels = parsers.read_idx(files["mnist/t10k-labels-idx1-ubyte.gz"], 2049)
+    if train_labels.shape[0] != train.shape[0] or test_labels.shape[0] != test.shape[0]:
+        raise UserError("mnist: the label files do not match the image files in length")
     train, valid = _holdout(train.astype(np.float32) / 255.0, 400, shuffle=False)
-    return Splits(train, valid, test.astype(np.float32) / 255.0)
+    train_labels, valid_labels = _holdout(train_labels, 400, shuffle=False)
+    return Splits(train, valid, test.astype(np.float32) / 255.0, (train_labels, valid_labels, test_labels))
 
 
 def build_omniglot(files: dict[str, Path]) -> Splits:
@@ -97,6 +118,12 @@ def build_omniglot_resized(files: dict[str, Path]) -> Splits:
     train = np.stack(train).reshape(-1, 784).astype(np.float32)
     train, valid = _holdout(train, 1345, shuffle=True)
     return Splits(train, valid, np.stack(test).reshape(-1, 784).astype(np.float32))
+
+
+def build_freyface(files: dict[str, Path]) -> Splits:
+    faces = parsers.read_frey(files["freyface/frey_rawface.mat"]).astype(np.float32) / 256.0
+    faces = faces[np.random.RandomState(SHUFFLE_SEED).permutation(faces.shape[0])]
+    return Splits(faces[:1600], faces[:0], faces[1600:])
 
 
 def build_mnist_fixed(files: dict[str, Path]) -> Splits:
@@ -182,6 +209,7 @@ CATALOGUE: dict[str, Dataset] = {
             ),
             build_mnist,
             (59600, 400, 10000),
+            labelled=True,
             reference="mnist",
         ),
         Dataset(
@@ -238,6 +266,25 @@ CATALOGUE: dict[str, Dataset] = {
             (50000, 10000, 10000),
             binarization="fixed",
             reference="mnist-fixed",
+        ),
+        Dataset(
+            "freyface",
+            "Frey Face",
+            "Frey's 1,965 faces of 28x20 (Roweis's frey_rawface.mat), grey / 256; 1,600 / 0 / 365",
+            (
+                RawFile(
+                    "freyface/frey_rawface.mat",
+                    (
+                        Fingerprint("sha256", "265a83a23adb081755cd3de375509828e690324d1d60f076b8ecebc840d59c64"),
+                        Fingerprint("md5", "5aeb024d42b8a6091f30e5eb18c8a48d"),
+                    ),
+                    ("https://cs.nyu.edu/~roweis/data/frey_rawface.mat",),
+                ),
+            ),
+            build_freyface,
+            (1600, 0, 365),
+            binarization="none",
+            image_shape=(28, 20),
         ),
     )
 }

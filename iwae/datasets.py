@@ -54,6 +54,11 @@ def prepare(dataset: str, raw_dir: Path, out: Path) -> dict:
         "iwae_version": __version__,
     }
     arrays, meta["scale"] = _encode(splits)
+    if splits.labels is not None:
+        for split, labels in zip(("train", "valid", "test"), splits.labels):
+            arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.uint8)
+    meta["labels"] = splits.labels is not None
+    meta["likelihood"] = entry.likelihood
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays, meta=np.array(json.dumps(meta)))
@@ -62,10 +67,11 @@ def prepare(dataset: str, raw_dir: Path, out: Path) -> dict:
 
 def _encode(splits: Splits) -> tuple[dict[str, np.ndarray], int | None]:
     """uint8 codes and their denominator when every value is exactly code / scale (MNIST's
-    grey levels n/255, binary images, and 3.75x3.75 area averages of binary images, n/225);
-    float32 otherwise. Four times smaller on disk and several times faster to load."""
+    grey levels n/255, binary images, 3.75x3.75 area averages of binary images, n/225, and
+    Frey Face's n/256); float32 otherwise. Four times smaller on disk and several times
+    faster to load."""
     parts = {"train": splits.train, "valid": splits.valid, "test": splits.test}
-    for scale in (1, 255, 225):
+    for scale in (1, 255, 225, 256):
         codes = {k: np.rint(v.astype(np.float64) * scale) for k, v in parts.items()}
         if all(np.allclose(codes[k] / scale, v, rtol=0, atol=1e-6) for k, v in parts.items()):
             return {k: c.astype(np.uint8) for k, c in codes.items()}, scale
@@ -78,10 +84,32 @@ class Data:
     valid: Tensor
     test: Tensor
     meta: dict
+    labels: dict[str, Tensor] | None = None  # per split (int64), where the dataset has them
 
     @property
     def dynamic(self) -> bool:
         return self.meta["binarization"] == "dynamic"
+
+    @property
+    def likelihood(self) -> str:
+        """The observation model its data call for (files prepared before this was recorded
+        hold binary images)."""
+        return self.meta.get("likelihood", "bernoulli")
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return tuple(self.meta.get("image_shape", (28, 28)))
+
+    def labels_of(self, split: str) -> Tensor:
+        """The labels of a split, or a one-line error saying why there are none."""
+        if self.labels is None:
+            why = (
+                "was prepared before labels were kept; delete it and prepare it again"
+                if self.meta["dataset"] == "mnist"
+                else "has no labels"
+            )
+            raise UserError(f"dataset {self.meta['dataset']}: {why}")
+        return self.labels[split]
 
 
 def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
@@ -90,11 +118,14 @@ def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
         with np.load(path) as z:
             meta = json.loads(str(z["meta"]))
             arrays = {s: _decode(z[s], meta.get("scale"), device, dtype) for s in ("train", "valid", "test")}
+            labels = None
+            if "train_labels" in z:
+                labels = {s: torch.from_numpy(z[f"{s}_labels"]).long().to(device) for s in ("train", "valid", "test")}
     except FileNotFoundError:
         raise UserError(f"{path}: no such prepared dataset; run `python -m iwae prepare` first") from None
     except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a prepared dataset ({e})") from None
-    return Data(meta=meta, **arrays)
+    return Data(meta=meta, labels=labels, **arrays)
 
 
 def _decode(array: np.ndarray, scale: int | None, device, dtype) -> Tensor:

@@ -1,5 +1,5 @@
 """Parsers of the raw dataset formats: IDX (MNIST), AMAT (Larochelle's binarised MNIST),
-MATLAB (the paper's Omniglot), and zipped PNGs (Lake et al.'s Omniglot images).
+MATLAB (the paper's Omniglot, Frey Face), and zipped PNGs (Lake et al.'s Omniglot images).
 
 Each returns NumPy arrays and raises a one-line `UserError` naming the file when the file is
 not what it should be. The catalogue (`iwae.catalogue`) composes them into datasets.
@@ -76,6 +76,22 @@ def read_chardata(path: Path, n_train: int = 24345, n_test: int = 8070) -> tuple
         return a.T.reshape(-1, 28, 28).reshape(-1, 784, order="F")
 
     return images("data", n_train), images("testdata", n_test)
+
+
+def read_frey(path: Path) -> np.ndarray:
+    """Roweis's Frey Face file: 'ff', uint8 (560, 1965), each column one 28x20 image in C
+    order; returned as (1965, 560) uint8 rows (row-major 28x20 images)."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(path)
+    except Exception as e:  # scipy raises several types for a damaged file
+        raise UserError(f"{path}: not a readable MATLAB file ({e})") from None
+    ff = mat.get("ff")
+    if ff is None or ff.shape != (560, 1965) or ff.dtype != np.uint8:
+        shape = None if ff is None else (ff.shape, str(ff.dtype))
+        raise UserError(f"{path}: expected 'ff' of 560 x 1965 uint8 values, found {shape}")
+    return np.ascontiguousarray(ff.T)
 
 
 _OMNIGLOT_PNG = re.compile(r"images_(background|evaluation)/([^/]+)/character(\d+)/(\d{4})_(\d{2})\.png")

@@ -32,7 +32,7 @@ TEST_DATA = ROOT / ".cache" / "test-data"  # kept between runs; laid out like a 
 def raw_dir(mirror) -> Path:
     """Verified raw files of the datasets the tests use, fetched once into a cache that the
     workflow tests then use as their mirror."""
-    for name in ("mnist", "mnist-fixed", "omniglot-resized"):
+    for name in ("mnist", "mnist-fixed", "omniglot-resized", "freyface"):
         sources.fetch(name, TEST_DATA, mirror, quiet=True)
     return TEST_DATA
 

@@ -15,7 +15,7 @@ from iwae.evaluate import subset
 
 
 def test_fingerprints_of_mirror_files(raw_dir):
-    for name in ("mnist", "mnist-fixed", "omniglot-resized"):
+    for name in ("mnist", "mnist-fixed", "omniglot-resized", "freyface"):
         for raw in sources.raw_files(name):
             assert raw.verify(raw_dir / raw.name) is not None, raw.name
 
@@ -188,3 +188,24 @@ def test_evaluation_subsets_are_random_not_the_first_points(prepared):
     torch.testing.assert_close(subset(10000, 500), index)  # the same points for every run
     torch.testing.assert_close(subset(10000, None), torch.arange(10000))
     torch.testing.assert_close(subset(30, 50), torch.arange(30))
+
+
+def test_frey_face_loads_as_1965_faces_of_28_by_20(raw_dir, tmp_path):
+    meta = datasets.prepare("freyface", raw_dir, tmp_path / "ff.npz")
+    data = datasets.load(tmp_path / "ff.npz")
+    assert meta["splits"] == {"train": 1600, "valid": 0, "test": 365} and data.image_shape == (28, 20)
+    faces = torch.cat([data.train, data.test])
+    assert faces.shape == (1965, 560) and data.likelihood == "gaussian-sigmoid" and not data.dynamic
+    codes = faces * 256
+    assert torch.equal(codes, codes.round()) and codes.min() == 8 and codes.max() == 238
+    raw = torch.from_numpy(parsers.read_frey(raw_dir / "freyface/frey_rawface.mat"))
+    order = np.random.RandomState(123).permutation(1965)
+    assert torch.equal(codes[:1600].to(torch.uint8), raw[order[:1600]])  # the seeded split
+    assert catalogue.get("freyface").image_shape == (28, 20)
+
+
+def test_mnist_labels_in_the_prepared_splits(prepared):
+    data = datasets.load(prepared["mnist"])
+    assert data.labels_of("test")[:5].tolist() == [7, 2, 1, 0, 4]  # MNIST's first test digits
+    assert data.labels_of("train").shape == (59600,) and data.labels_of("valid").shape == (400,)
+    assert torch.bincount(data.labels_of("test")).tolist()[1] == 1135  # the test set's ones
