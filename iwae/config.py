@@ -24,8 +24,11 @@ from iwae.architecture import Architecture
 from iwae.errors import UserError
 
 PAPER_EPOCHS = [3**i for i in range(8)]  # 1, 3, ..., 2187: 3,280 epochs in 8 stages
-OPTIMIZERS = ("adam", "adam-official")
+OPTIMIZERS = ("adam", "adam-official", "adagrad")
 BACKENDS = ("auto", "fused", "autograd")
+FAMILIES = ("layered", "aevb")  # chosen by `family` (random weights by `random`)
+LIKELIHOODS = ("auto", "bernoulli", "gaussian", "gaussian-sigmoid")
+SAMPLING = ("epochs", "replacement")
 RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
 
 
@@ -93,7 +96,19 @@ class TrainConfig(_Options):
     KIND: typing.ClassVar[str] = "training"
 
     data: str = _opt("", "prepared dataset (.npz) written by `iwae prepare`")
+    family: str = _opt(
+        "layered",
+        "model family: 'layered' (Burda et al.'s) or 'aevb' (Kingma & Welling's: log-variance heads, N(0, 0.01^2) "
+        "initialisation, one hidden layer, e.g. layers '500-20')",
+        fingerprint="unless-default",
+    )
     layers: str = _opt("1", "stochastic layers: 1 or 2 (the paper's), or a spec like '200-200-100/100-100-50'")
+    likelihood: str = _opt(
+        "auto",
+        "observation model: 'auto' (the dataset's: Bernoulli for binary images, Gaussian with sigmoid means and "
+        "per-pixel log variance for continuous ones), 'bernoulli', 'gaussian' or 'gaussian-sigmoid'",
+        fingerprint="unless-default",
+    )
     objective: str = _opt("iwae", "vae, iwae, miwae-m<M>, piwae-m<M>, ciwae-b<beta>, stl or dreg")
     k: int = _opt(1, "samples per data point")
     seed: int = _opt(1, "seed of the run's random stream (initialisation, shuffling, binarisation, samples)")
@@ -102,7 +117,40 @@ class TrainConfig(_Options):
     lr_decade_stages: float = _opt(7.0, "stage i uses lr * 10^(-i / this): tenfold decay over 7 stages")
     lr_rounding: str = _opt("none", "'official': round as the official code, 1e-4 * round(1e4 * lr, 1)")
     batch_size: int = _opt(20, "minibatch size")
-    optimizer: str = _opt("adam", "'adam' (paper) or 'adam-official' (the official code's update, see iwae.optim)")
+    sampling: str = _opt(
+        "epochs",
+        "'epochs': every point once per epoch (paper); 'replacement': each epoch's minibatches drawn uniformly "
+        "with replacement (Kingma & Welling)",
+        fingerprint="unless-default",
+    )
+    optimizer: str = _opt(
+        "adam",
+        "'adam' (paper), 'adam-official' (the official code's update) or 'adagrad' (Kingma & Welling); see iwae.optim",
+    )
+    adagrad_warmup: int = _opt(
+        100,
+        "adagrad: the first N steps only accumulate squared gradients (Kingma's code)",
+        fingerprint="unless-default",
+    )
+    lr_pilot: list[float] = _opt(
+        [],
+        "learning rates to try first, each for pilot_steps steps from the same start; the run then uses the one with "
+        "the best training objective (Kingma & Welling: 0.01, 0.02, 0.1); empty: lr",
+        fingerprint="unless-default",
+    )
+    pilot_steps: int = _opt(500, "steps of each pilot run", fingerprint="unless-default")
+    weight_prior: str = _opt(
+        "none",
+        "'normal': MAP training with a N(0, I) prior on the weight matrices (not the biases), which adds "
+        "-(batch / N) W to each step's gradient (Kingma & Welling); 'none' (paper)",
+        fingerprint="unless-default",
+    )
+    grey_levels: bool = _opt(
+        False,
+        "train (and evaluate) on the grey levels instead of binarised images, with the Bernoulli cross-entropy, as "
+        "seed 002 did: its numbers are then not likelihoods",
+        fingerprint="unless-default",
+    )
     adam_beta1: float = _opt(0.9, "Adam beta1 (paper 0.9; the official code ran with 0.99)")
     adam_beta2: float = _opt(0.999, "Adam beta2")
     adam_eps: float = _opt(1e-4, "Adam epsilon")
@@ -143,6 +191,18 @@ class TrainConfig(_Options):
         runtime=True,
     )
     valid_k: int = _opt(2000, "samples per point of that validation estimate", runtime=True)
+    curve_per_decade: int = _opt(
+        0,
+        "the bound on the whole training and test sets at this many log-spaced numbers of training samples seen per "
+        "decade, and at the end, written to curve.csv as the run goes (own random stream); 0: never",
+        runtime=True,
+    )
+    curve_ml_points: int = _opt(
+        0,
+        "at each curve point, also the HMC marginal likelihood (Kingma & Welling, appendix D) of N random training "
+        "and N random test points; 0: never",
+        runtime=True,
+    )
     valid_points: int | None = _opt(None, "validation points drawn at random for it; none: all", runtime=True)
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
     threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
@@ -184,6 +244,31 @@ class TrainConfig(_Options):
         self._positive_int("valid_k")
         self._positive_int("valid_points", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
+        need(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}")
+        need(self.likelihood in LIKELIHOODS, "likelihood", f"must be one of {', '.join(LIKELIHOODS)}")
+        need(self.sampling in SAMPLING, "sampling", f"must be one of {', '.join(SAMPLING)}")
+        need(self.weight_prior in ("none", "normal"), "weight_prior", "must be 'none' or 'normal'")
+        need(isinstance(self.grey_levels, bool), "grey_levels", "must be true or false")
+        need(isinstance(self.adagrad_warmup, int) and self.adagrad_warmup >= 0, "adagrad_warmup", "must be 0 or more")
+        need(
+            isinstance(self.lr_pilot, list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in self.lr_pilot),
+            "lr_pilot",
+            "must be a list of positive learning rates",
+        )
+        self._positive_int("pilot_steps")
+        for key in ("curve_per_decade", "curve_ml_points"):
+            need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
+        if objective.terms and self.family != "aevb":
+            need(False, "objective", f"needs the {' and '.join(objective.terms)} terms that only family 'aevb' gives")
+        if self.family == "aevb":
+            need(self.random == "none", "random", "must be 'none' in family 'aevb'")
+            spec = Architecture.parse(self.layers)
+            need(
+                spec.n_stochastic == 1 and len(spec.layers[0].hidden) == 1,
+                "layers",
+                "must be one hidden layer and one stochastic layer in family 'aevb', e.g. '500-20'",
+            )
         need(self.random in RANDOM_WEIGHTS, "random", f"must be one of {', '.join(RANDOM_WEIGHTS)}")
         if self.random != "none":
             need(not objective.stops_q, "objective", "drops the score term, which random weights do not support")
@@ -199,8 +284,9 @@ class TrainConfig(_Options):
         )
         self._runtime_checks()
 
-    def learning_rate(self, stage: int) -> float:
-        lr = self.lr * 10.0 ** (-stage / self.lr_decade_stages)
+    def learning_rate(self, stage: int, first: float | None = None) -> float:
+        """The learning rate of a stage, from `first` (the first stage's; default lr)."""
+        lr = (first or self.lr) * 10.0 ** (-stage / self.lr_decade_stages)
         if self.lr_rounding == "official":
             lr = 1e-4 * round(lr * 1e4, 1)
         return lr
@@ -215,7 +301,8 @@ class TrainConfig(_Options):
         before them keep resuming."""
         left_out = {"data"}
         for f in dataclasses.fields(self):
-            at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == f.default
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == default
             if f.metadata.get("runtime") or at_default:
                 left_out.add(f.name)
         values = {k: v for k, v in self.to_dict().items() if k not in left_out}
@@ -232,6 +319,11 @@ class EvalConfig(_Options):
     extra_k: list[int] = _opt([], "also report L_k for these k, e.g. 64 (Rainforth et al.'s IWAE-64)")
     train_points: int = _opt(0, "also L_k on N random training points the run trained on (train-test gap)")
     active_points: int = _opt(500, "training points for the active-unit count (official code: 500)")
+    hmc_points: int = _opt(
+        0,
+        "also Kingma & Welling's HMC estimate of the marginal likelihood (appendix D) beside L_k, on N random "
+        "training points the run trained on and N random test points; 0: none",
+    )
     seed: int = _opt(123, "seed of the test set's one-off binarisation and of the samples")
     batch: int = _opt(20, "test points per pass (the official code: 20)")
     chunk: int | None = _opt(None, "samples per point per pass; none: by device", runtime=True)
@@ -253,7 +345,8 @@ class EvalConfig(_Options):
             "extra_k",
             "must be a list of positive integers",
         )
-        self._need(isinstance(self.train_points, int) and self.train_points >= 0, "train_points", "must be 0 or more")
+        for key in ("train_points", "hmc_points"):
+            self._need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
         self._need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         self._need(isinstance(self.samples_figure, bool), "samples_figure", "must be true or false")
         self._runtime_checks()

@@ -131,8 +131,10 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     bits = torch.Generator().manual_seed(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
 
+    grey_levels = bool(state["config"].get("grey_levels", False))  # seed 002's runs: never binarised
+
     def binary(x: Tensor) -> Tensor:
-        return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic else x
+        return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic and not grey_levels else x
 
     # the whole test set is binarised, then subsampled: a point gets the same bits in every
     # evaluation, whatever the subset's size
@@ -154,6 +156,8 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
         x_train = binary(data.train[:seen][subset(seen, cfg.train_points).to(dev)])
         record["train"] = _summary(dataset_log_likelihood(backend, x_train, k, gen, batch, chunk))
         record["train"]["of"] = seen
+    if cfg.hmc_points:
+        record["marginal"] = marginal_likelihoods(model, backend, data, binary, state, cfg, gen, chunk)
     variances = unit_variances(model, binary(data.train[: cfg.active_points]), gen)
     record["active_units"] = {
         "threshold": ACTIVE_THRESHOLD,
@@ -172,6 +176,23 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     record["environment"] = environment(dev)
     write_json(out, record)
     return record
+
+
+def marginal_likelihoods(model, backend, data, binary, state: dict, cfg: EvalConfig, gen, chunk: int) -> dict:
+    """Kingma & Welling's HMC estimate of log p(x) and L_k on the same random points of the
+    training points the run saw and of the test set (per split: both means, their paired
+    difference, the sampler's acceptance rate)."""
+    from iwae.marginal import HMCConfig, log_marginal
+
+    seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
+    out = {"hmc": vars(HMCConfig())}
+    for split, x, n in (("train", data.train[:seen], seen), ("test", data.test, data.test.shape[0])):
+        points = binary(x)[subset(n, cfg.hmc_points).to(x.device)]
+        hmc, stats = log_marginal(model, points, HMCConfig(), gen)
+        lk = dataset_log_likelihood(backend, points, cfg.k, gen, cfg.batch, chunk)
+        out[split] = {"hmc": _summary(hmc), f"L_{cfg.k}": _summary(lk), "hmc_minus_lk": _summary(hmc - lk),
+                      "accept_rate": stats["accept_rate"].mean().item(), "of": n}  # fmt: skip
+    return out
 
 
 def _read_json(path: Path) -> dict:

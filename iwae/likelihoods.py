@@ -84,6 +84,12 @@ class Gaussian:
     def mean(self, out: Tensor) -> Tensor:
         return self.split(out)[0]
 
+    def kl_standard_normal(self, out: Tensor) -> Tensor:
+        """KL(N(mean, sigma^2) || N(0, I)) in closed form, summed over the last dimension
+        (Kingma & Welling, appendix B); the mean link must be the identity."""
+        mean, log_sigma = self.split(out)
+        return 0.5 * (mean.square() + (2 * log_sigma).exp() - 1.0 - 2 * log_sigma).sum(-1)
+
     def sample(self, out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean, log_sigma = self.split(out)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)

@@ -18,6 +18,9 @@ into gradients, so every estimator is written once, for any model.
     piwae  decoder: IWAE with all k = M*K samples; encoder: MIWAE(M, K)
     stl    IWAE decoder; encoder through the samples only, weights w~ (Roeder et al. 2017)
     dreg   IWAE decoder; encoder through the samples only, weights w~^2 (Tucker et al. 2019)
+    sgvb   Kingma & Welling's estimator B: mean_i log p(x | h_i) - KL(q(h|x) || p(h)), the KL
+           analytic; its gradient comes from those two terms, which the model returns
+           (`terms`: log_lik 1/k each, kl -1), not from the log weights
 
 w~ are the normalised weights, treated as constants. Coefficients are divided by the batch
 size, so gradients are those of the batch mean. An objective is named by a short spec:
@@ -50,9 +53,12 @@ class Coefficients:
     `score is path` selects the full gradient; `score=None` drops the score term.
     """
 
-    decoder: Tensor
-    path: Tensor
+    decoder: Tensor | None
+    path: Tensor | None
     score: Tensor | None
+    # coefficients of named terms of the model's forward pass (`LogWeights.terms`), for
+    # estimators written in terms other than the log weights (then decoder = path = None)
+    terms: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -75,6 +81,9 @@ class Estimator:
     # the encoder's gradient flows through the samples only: q's parameters are stopped
     # inside log q (the score term is dropped or reweighted)
     stops_q: bool = False
+    # the terms of the forward pass it needs besides the log weights (a model family that
+    # computes them, e.g. the analytic KL of the AEVB family)
+    terms: tuple[str, ...] = ()
 
 
 REGISTRY: dict[str, Estimator] = {}
@@ -161,6 +170,17 @@ def dreg(log_w: Tensor) -> Estimate:
     return Estimate(bound, Coefficients(w / batch, w * w / batch, None))
 
 
+@estimator("sgvb", "SGVB (analytic KL)", terms=("log_lik", "kl"))
+def sgvb(log_w: Tensor, terms: dict[str, Tensor]) -> Estimate:
+    k, batch = log_w.shape
+    log_lik, kl = terms["log_lik"], terms["kl"]
+    coefficients = {
+        "log_lik": log_lik.new_full(log_lik.shape, 1.0 / (k * batch)),
+        "kl": kl.new_full(kl.shape, -1.0 / batch),
+    }
+    return Estimate(log_lik.mean(0) - kl, Coefficients(None, None, None, coefficients))
+
+
 # --------------------------------------------------------------------------- specs
 
 
@@ -220,9 +240,19 @@ class Objective:
         if self.entry.groups and k % int(self.param) != 0:
             raise UserError(f"objective {self.spec}: k = {k} is not divisible by M = {self.param:g}")
 
-    def __call__(self, log_w: Tensor) -> Estimate:
+    @property
+    def terms(self) -> tuple[str, ...]:
+        return self.entry.terms
+
+    def __call__(self, log_w: Tensor, terms: dict[str, Tensor] | None = None) -> Estimate:
         fn = self.entry.function
-        return fn(log_w) if self.param is None else fn(log_w, self.param)
+        args = (log_w,) if self.param is None else (log_w, self.param)
+        if self.entry.terms:
+            missing = [t for t in self.entry.terms if not terms or t not in terms]
+            if missing:
+                raise UserError(f"objective {self.spec}: the model gives no {', '.join(missing)}")
+            return fn(*args, terms)
+        return fn(*args)
 
 
 def label(spec: str) -> str:

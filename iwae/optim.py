@@ -1,6 +1,7 @@
-"""Adam on a model's flat parameter buffer, ascending the objective.
+"""Optimizers on a model's flat parameter buffer, ascending the objective, and the weight
+prior of MAP training.
 
-Two variants, selected by the `optimizer` option:
+Three, selected by the `optimizer` option (`make`):
 
 - "adam" (the paper): Kingma & Ba's Adam with bias correction, beta1 0.9, beta2 0.999,
   eps 1e-4 added to the bias-corrected root second moment. One fused kernel per step.
@@ -9,11 +10,17 @@ Two variants, selected by the `optimizer` option:
   (Theano's updates are simultaneous), so the first step moves nothing; the step size is
   lr * sqrt(1 - beta2^t) / (1 - beta1^t) with t counted from 1. The official code also
   ran with beta1 = 0.99, which is the separate `adam_beta1` option.
+- "adagrad" (Kingma & Welling): params += lr * g / (sqrt(sum of g^2) + 1e-8), the first
+  `adagrad_warmup` steps only accumulating the squared gradients (Kingma's code).
+
+`WeightPrior` adds the gradient of a N(0, I) prior on the weight matrices, scaled by
+batch / N, to each step's gradient (Kingma & Welling's MAP training).
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import Tensor
@@ -37,7 +44,7 @@ class Adam:
         """`lr_on_device`: the fused kernel reads the learning rate from a device tensor, so
         that a step captured in a CUDA graph follows the schedule (used on GPUs, graphed or
         not, so that graphed and eager steps are the same arithmetic)."""
-        if variant not in VARIANTS:
+        if variant not in VARIANTS or variant == "adagrad":
             raise UserError(f"optimizer: unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
         self.params, self.grads = params, grads
         self.beta1, self.beta2, self.eps, self.variant = beta1, beta2, eps, variant
@@ -104,3 +111,52 @@ class Adam:
         self.v.copy_(state["v"])
         self.t = int(state["t"])
         self._step_tensor.fill_(self.t)
+
+
+class Adagrad:
+    EPS = 1e-8
+
+    def __init__(self, params: Tensor, grads: Tensor, lr: float = 0.01, warmup: int = 100):
+        self.params, self.grads, self.lr, self.warmup = params, grads, lr, warmup
+        self.variant = "adagrad"
+        self.sum_sq = torch.zeros_like(params)
+        self.t = 0
+
+    def step(self) -> None:
+        self.t += 1
+        self.sum_sq.addcmul_(self.grads, self.grads)
+        if self.t > self.warmup:
+            self.params.addcdiv_(self.grads, self.sum_sq.sqrt().add_(self.EPS), value=self.lr)
+
+    def state_dict(self) -> dict:
+        return {"variant": self.variant, "sum_sq": self.sum_sq.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["variant"] != self.variant:
+            raise UserError(f"optimizer state is for {state['variant']!r}, not {self.variant!r}")
+        self.sum_sq.copy_(state["sum_sq"])
+        self.t = int(state["t"])
+
+
+def make(cfg, params: Tensor, grads: Tensor, lr: float | None = None, lr_on_device: bool = False):
+    """The optimizer a training configuration names, on a flat buffer."""
+    lr = cfg.lr if lr is None else lr
+    if cfg.optimizer == "adagrad":
+        return Adagrad(params, grads, lr, cfg.adagrad_warmup)
+    return Adam(params, grads, lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer, lr_on_device)
+
+
+class WeightPrior:
+    """The gradient of log N(W; 0, I) over the weight matrices (not the biases), times
+    batch / N: added to a minibatch's gradient, the steps ascend the log posterior of the
+    weights given the N training points (Kingma & Welling's MAP training)."""
+
+    def __init__(self, buffer, scale: float):
+        self.buffer, self.scale = buffer, scale
+        self.mask = torch.zeros_like(buffer.data)
+        for name, where in buffer.slices.items():
+            if re.search(r"\.w\d+$", name):
+                self.mask[where] = 1.0
+
+    def add_gradient(self) -> None:
+        self.buffer.grad.addcmul_(self.mask, self.buffer.data, value=-self.scale)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from iwae import backends, cuda, datasets, models, runtime
+from iwae import backends, cuda, curves, datasets, models, optim, runtime
 from iwae.checkpoints import CheckpointStore, load_model_file, on_cpu, save_model_file
 from iwae.config import TrainConfig
 from iwae.errors import Diverged, Interrupted, UserError
@@ -41,6 +41,7 @@ from iwae.progress import Progress
 from iwae.provenance import environment, resolve_device
 from iwae.sources import file_digest
 
+LOG_SECONDS = 5.0  # train_log.csv is written at most this often (and at every checkpoint and the end)
 LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "valid_bound"]
 
 
@@ -53,12 +54,18 @@ class Position:
     step: int = 0
 
 
-def train_step(backend, objective: Objective, optimizer: Adam, x: torch.Tensor, k: int, generator) -> torch.Tensor:
-    """One step: k samples per point of the minibatch x, the objective's gradient, an
-    optimizer step. Returns the objective per point (B,), left on the device."""
+def train_step(
+    backend, objective: Objective, optimizer: Adam, x: torch.Tensor, k: int, generator, weight_prior=None
+) -> torch.Tensor:
+    """One step: k samples per point of the minibatch x, the objective's gradient (plus a
+    weight prior's, in MAP training), an optimizer step. Returns the objective per point
+    (B,), left on the device."""
     fp = backend.forward(x, k, generator, stop_q=objective.stops_q)
-    estimate = objective(fp.log_w.detach())
+    terms = {name: fp.terms[name].detach() for name in objective.terms} if objective.terms else None
+    estimate = objective(fp.log_w.detach(), terms)
     backend.backward(fp, estimate.coefficients)
+    if weight_prior is not None:
+        weight_prior.add_gradient()
     optimizer.step()
     return estimate.bound
 
@@ -67,9 +74,10 @@ def data_step(trainer: Trainer, rows: torch.Tensor, total: torch.Tensor) -> None
     """A step on the training points `rows`: gather, a fresh binarisation where the dataset
     is binarised at every use, `train_step`, and the epoch's running sum (on the device)."""
     x = torch.index_select(trainer.x, 0, rows)
-    if trainer.data.dynamic:
+    if trainer.binarize:
         x = datasets.binarize(x, trainer.gen)
-    total += train_step(trainer.backend, trainer.objective, trainer.opt, x, trainer.cfg.k, trainer.gen).sum()
+    bound = train_step(trainer.backend, trainer.objective, trainer.opt, x, trainer.cfg.k, trainer.gen, trainer.prior)
+    total += bound.sum()
 
 
 class EagerSteps:
@@ -131,24 +139,35 @@ class Trainer:
         self.n_batches = self.x.shape[0] // cfg.batch_size  # as the official code: no last partial batch
         if self.n_batches == 0:
             raise UserError(f"batch_size: {cfg.batch_size} exceeds the {self.x.shape[0]} training points")
+        # binarised afresh at every use, unless the run models the grey levels (seed 002)
+        self.binarize = self.data.dynamic and not cfg.grey_levels
         self.objective = Objective.parse(cfg.objective)
-        self.model = models.build(cfg, self.x.shape[1], self.device)
+        likelihood = self.data.likelihood if cfg.likelihood == "auto" else cfg.likelihood
+        self.model = models.build(cfg, self.x.shape[1], self.device, likelihood)
         self.backend = backends.select(self.model, cfg.backend)
-        self.opt = Adam(
-            self.model.buffer.data, self.model.buffer.grad,
-            cfg.lr, cfg.adam_beta1, cfg.adam_beta2, cfg.adam_eps, cfg.optimizer,
-            lr_on_device=self.device.type == "cuda",
-        )  # fmt: skip
+        self.opt = self._optimizer(cfg.lr)
+        self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
+        self.prior = (
+            optim.WeightPrior(self.model.buffer, cfg.batch_size / self.x.shape[0])
+            if cfg.weight_prior == "normal"
+            else None
+        )
         self.gen = torch.Generator(device=self.device)
         lineage = list(self.data.meta["sources"])
         if cfg.init_from:  # a second stage belongs to its first stage's exact parameters
             lineage.append({"init_from": file_digest(Path(cfg.init_from), "sha256")})
         self.store = CheckpointStore(out_dir / "checkpoints", cfg.fingerprint(lineage))
         self.x_valid = self._validation_points() if cfg.valid_every else None
+        self.curve = curves.Curve(self) if cfg.curve_per_decade else None
         self.stop = stop or StopRequest()
         self.eager_because = cuda.graphs_apply(cfg, self.device)
         self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self)
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
+
+    def _optimizer(self, lr: float):
+        return optim.make(
+            self.cfg, self.model.buffer.data, self.model.buffer.grad, lr, lr_on_device=self.device.type == "cuda"
+        )
 
     def _validation_points(self) -> torch.Tensor:
         """The validation points of the learning curve: binarised once, as the test set is
@@ -156,7 +175,7 @@ class Trainer:
         from iwae.evaluate import subset
 
         x = self.data.valid
-        if self.data.dynamic:
+        if self.binarize:
             x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(123)).to(self.device)
         return x[subset(x.shape[0], self.cfg.valid_points).to(self.device)]
 
@@ -182,10 +201,16 @@ class Trainer:
             self.gen.set_state(state["generator"])
             self.pos = Position(**state["position"])
             self.log, self.elapsed, self.resumes = state["log"], state["elapsed"], state["resumes"] + 1
+            self.first_lr, self.pilot = state.get("first_lr", self.cfg.lr), state.get("pilot")
+            if self.curve:
+                self.curve.rows = list(state.get("curve", []))
             self.say(
                 f"{self.run_name}: resuming from {state['path'].name} (stage {self.pos.stage + 1}, epoch {self.pos.epoch + 1})"
             )
             return state
+        if self.cfg.lr_pilot and not self.cfg.init_from:
+            self.first_lr, self.pilot = self.run_pilot()
+            self.opt = self._optimizer(self.first_lr)
         self.gen.manual_seed(self.cfg.seed)
         if self.cfg.init_from:
             _continue_from(self.cfg.init_from, self.model, self.opt)
@@ -193,6 +218,45 @@ class Trainer:
             self.model.initialize(self.cfg.seed, self.cfg.init, self.model.likelihood.output_bias(self.x))
         self.pos, self.log, self.elapsed, self.resumes = Position(), [], 0.0, 0
         return None
+
+    def run_pilot(self) -> tuple[float, dict]:
+        """Kingma & Welling's choice of step size: each rate of `lr_pilot` trains
+        `pilot_steps` steps from the run's own start and noise; the rate whose training
+        objective is best over the pilot's second half wins. The run then starts afresh,
+        as a run with `lr` set to that rate."""
+        cfg, batch, n = self.cfg, self.cfg.batch_size, self.x.shape[0]
+        found = {}
+        for lr in cfg.lr_pilot:
+            self.gen.manual_seed(cfg.seed)
+            self.model.initialize(cfg.seed, cfg.init, self.model.likelihood.output_bias(self.x))
+            opt, total = self._optimizer(lr), torch.zeros((), dtype=torch.float64, device=self.device)
+            saved, self.opt = self.opt, opt
+            for step in range(cfg.pilot_steps):
+                i = step % self.n_batches
+                if i == 0:  # minibatches as the run draws them
+                    order = self._rows(n, self.gen)
+                if step == cfg.pilot_steps // 2:
+                    total.zero_()
+                data_step(self, order[i * batch : (i + 1) * batch], total)
+            self.opt = saved
+            mean = total.item() / ((cfg.pilot_steps - cfg.pilot_steps // 2) * batch)
+            found[f"{lr:g}"] = mean if math.isfinite(mean) else None
+        best = max(
+            (float(lr) for lr, v in found.items() if v is not None), key=lambda lr: found[f"{lr:g}"], default=None
+        )
+        if best is None:
+            raise Diverged(f"run {self.run_name}: every pilot learning rate diverged ({', '.join(found)})")
+        self.say(f"{self.run_name}: pilot objective per learning rate {found}; using {best:g}")
+        return best, found
+
+    def _rows(self, n: int, generator) -> torch.Tensor:
+        """An epoch's order of the training points: a permutation (or the identity without
+        shuffling), or with `sampling: replacement` n draws with replacement."""
+        if self.cfg.sampling == "replacement":
+            return torch.randint(n, (n,), generator=generator, device=self.device)
+        if self.cfg.shuffle:
+            return torch.randperm(n, generator=generator, device=self.device)
+        return torch.arange(n, device=self.device)
 
     def checkpoint(self, where: tuple[int, int], next_pos: Position, extra: dict | None = None) -> None:
         """Save everything needed to continue at `next_pos`; `where` (stage, epoch) names the
@@ -207,9 +271,14 @@ class Trainer:
             "log": self.log,
             "elapsed": self.elapsed + time.monotonic() - self.session_start,
             "resumes": self.resumes,
+            "first_lr": self.first_lr,
+            "pilot": self.pilot,
+            **({"curve": self.curve.rows} if self.curve else {}),
             **(extra or {}),
         }
         self.store.save(state, self.done_epochs, next_pos.step)  # names sort in training order
+        _write_log(self.out_dir / "train_log.csv", self.log)
+        self.log_written = time.monotonic()
         self.last_checkpoint = time.monotonic()
 
     def checkpoint_due(self) -> bool:
@@ -240,10 +309,11 @@ class Trainer:
         Diverged or Interrupted; `finish` writes the results."""
         resumed = self.restore_or_initialize()
         self.session_start = self.last_checkpoint = time.monotonic()
+        self.log_written = -math.inf
         self.done_epochs = sum(self.cfg.epochs_per_stage[: self.pos.stage]) + self.pos.epoch
         stages = self.cfg.epochs_per_stage
         for stage in range(self.pos.stage, len(stages)):
-            self.opt.lr = self.cfg.learning_rate(stage)
+            self.opt.lr = self.cfg.learning_rate(stage, self.first_lr)
             for epoch in range(self.pos.epoch if stage == self.pos.stage else 0, stages[stage]):
                 # only the restored position can lie inside an epoch
                 yield from self.epoch(stage, epoch, resumed if self.pos.step > 0 else None)
@@ -269,16 +339,15 @@ class Trainer:
             seconds_before = resumed["epoch_seconds"]
         else:
             first = 0
-            perm = (
-                torch.randperm(n, generator=self.gen, device=self.device)
-                if cfg.shuffle
-                else torch.arange(n, device=self.device)
-            )
+            perm = self._rows(n, self.gen)
             total, seconds_before = torch.zeros((), device=self.device, dtype=torch.float64), 0.0
         self.steps.begin(perm, total, first)
         start = time.monotonic()
+        before = self.done_epochs * self.n_batches  # steps of the epochs before this one
         for step in range(first, self.n_batches):
             self.steps.step(step)
+            if self.curve and self.curve.due(before + step + 1):
+                self.curve.point(before + step + 1, self.done_epochs + (step + 1) / self.n_batches)
             due = self.steps.may_sync and step + 1 < self.n_batches and self.checkpoint_due()
             if self.stop.requested or due:
                 if not math.isfinite(self.steps.total.item()):
@@ -310,7 +379,9 @@ class Trainer:
                 "valid_bound": self.validation_bound() if due else None,
             }
         )
-        _write_log(self.out_dir / "train_log.csv", self.log)
+        if time.monotonic() - self.log_written > LOG_SECONDS or self.done_epochs == self.cfg.total_epochs:
+            _write_log(self.out_dir / "train_log.csv", self.log)  # rewritten whole: not after every short epoch
+            self.log_written = time.monotonic()
         self.bar.update(self.done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
 
     def finish(self) -> dict:
@@ -318,6 +389,8 @@ class Trainer:
         after a scheduler deleted a failed job's outputs, trains no epoch that would)."""
         self.elapsed += time.monotonic() - self.session_start
         _write_log(self.out_dir / "train_log.csv", self.log)
+        if self.curve:
+            curves.write(self.curve.path, self.curve.rows)
         record = {
             "run": self.run_name,
             "config": self.cfg.to_dict(),
@@ -325,6 +398,9 @@ class Trainer:
             "steps_as": "eager" if self.eager_because else "cuda graphs",
             "eager_because": self.eager_because,
             "objective_final": self.log[-1]["objective"] if self.log else None,
+            "first_lr": self.first_lr,
+            "pilot": self.pilot,
+            "curve": self.curve.rows if self.curve else None,
             "epochs": self.done_epochs,
             "steps": self.done_epochs * self.n_batches,
             "train_points": self.x.shape[0],

@@ -62,7 +62,10 @@ def test_fused_backend_matches_autograd(arch, input_dim, spec):
 
 
 def test_every_registered_objective_is_covered():
-    assert {Objective.parse(s).name for s in SPECS} == set(REGISTRY)
+    """Every objective is in the contract test, except those written in other terms than the
+    log weights, which the fused backend does not serve (sgvb: tests/test_aevb.py)."""
+    assert {Objective.parse(s).name for s in SPECS} == {n for n, e in REGISTRY.items() if not e.terms}
+    assert {n for n, e in REGISTRY.items() if e.terms} == {"sgvb"}
 
 
 def test_autograd_gradient_lands_in_the_flat_buffer():

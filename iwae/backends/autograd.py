@@ -11,6 +11,8 @@ keep their dependence on them), so that its gradient is the part through the sam
 and log w - log w~ carries the score term. The full gradient (score = path) needs log w
 alone; STL and DReG (score = None) need log w~ alone. When the generative coefficients
 differ from the recognition ones (PIWAE, DReG) two backward passes separate the two groups.
+An estimator written in other terms of the forward pass (Kingma & Welling's estimator B:
+log p(x|h) and the analytic KL) gives their coefficients; one surrogate then serves all.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ class AutogradBackend:
     def backward(self, fp: LogWeights, coef: Coefficients) -> None:
         """Write the gradient the coefficients describe into the model's `buffer.grad`."""
         self.model.buffer.grad.zero_()  # the leaves accumulate into it
+        if coef.terms is not None:  # an estimator written in named terms of the forward pass
+            surrogate = sum((c * fp.terms[name]).sum() for name, c in coef.terms.items())
+            torch.autograd.backward(surrogate, inputs=self.every)
+            return
         if coef.score is coef.path:
             recognition = (coef.path * fp.log_w).sum()
         else:

@@ -4,6 +4,8 @@ log importance weights) and trained by any backend (`iwae.backends`).
     layered         Burda et al.'s stacked Gaussian layers with tanh networks
                     (`iwae.models.layered`): any number of stochastic layers, any likelihood
                     and prior, an optional condition
+    aevb            Kingma & Welling's VAE: one hidden layer, log-variance heads, N(0, 0.01^2)
+                    initialisation, the terms of their estimator B (`iwae.models.aevb`)
     random-weights  the same with random network weights, q(w) = N(m, exp(s)^2) (seed 001's
                     IWAER and IWAER_rec; `iwae.models.random_weights`), TrainConfig.random
 
@@ -16,19 +18,24 @@ from __future__ import annotations
 
 from iwae.architecture import Architecture
 from iwae.errors import UserError
+from iwae.models.aevb import AEVBModel
 from iwae.models.layered import LayeredModel, LogWeights  # noqa: F401 (re-exported)
 from iwae.models.random_weights import RandomWeightsModel
 
-FAMILIES = {"layered": LayeredModel, "random-weights": RandomWeightsModel}
+FAMILIES = {"layered": LayeredModel, "aevb": AEVBModel, "random-weights": RandomWeightsModel}
 
 
-def build(config, input_dim: int, device="cpu"):
-    """The model a training configuration (`iwae.config.TrainConfig`) describes."""
+def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli"):
+    """The model a training configuration (`iwae.config.TrainConfig`) describes, with the
+    observation model `likelihood` (the configuration's, or its dataset's for 'auto')."""
     architecture = Architecture.parse(config.layers)
     if config.random != "none":
+        if likelihood != "bernoulli":
+            raise UserError(f"random network weights are built for binary images, not likelihood {likelihood!r}")
         return RandomWeightsModel(architecture, input_dim, device, random=config.random,
                                   log_sigma_init=config.weight_log_sigma_init)  # fmt: skip
-    return LayeredModel(architecture, input_dim, device)
+    family = FAMILIES[config.family]
+    return family(architecture, input_dim, device, likelihood=likelihood)
 
 
 def from_state(state: dict, device="cpu"):

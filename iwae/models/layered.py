@@ -40,6 +40,9 @@ class LogWeights:
     # (k, B) the same samples with q's parameters stopped inside log q (STL, DReG): the
     # recognition networks' gradient then flows through the samples only
     log_w_q_stopped: Tensor | None = None
+    # named terms of the bound that some estimators use instead of the log weights, e.g.
+    # Kingma & Welling's estimator B: "log_lik" (k, B) and the analytic "kl" (B,)
+    terms: dict[str, Tensor] | None = None
 
 
 class LayeredModel:
@@ -208,6 +211,20 @@ class LayeredModel:
 
     def log_weights(self, x: Tensor, k: int, generator=None, noise=None, condition=None) -> Tensor:
         return self.forward(x, k, generator, noise, condition).log_w
+
+    def log_joint(self, x: Tensor, z: Tensor, condition: Tensor | None = None) -> Tensor:
+        """log p(x, z) of a one-layer model for latents z of shape (..., B, d), broadcast
+        against x (B, D): the unnormalised true posterior (HMC, the posterior on a grid)."""
+        if len(self.decoder_sizes) != 1:
+            raise UserError("log p(x, z) is written for one stochastic layer")
+        lead, d = z.shape[:-1], z.shape[-1]
+        rows = z.reshape(-1, d)
+        c = None if condition is None else condition.expand(*lead, condition.shape[-1]).reshape(-1, condition.shape[-1])
+        out = self.net("decoder.p0", rows if c is None else torch.cat([rows, c], 1)).view(*lead, -1)
+        prior_out = None
+        if self.prior_sizes:
+            prior_out = self.net("prior.net", c).view(*lead, -1)
+        return self.likelihood.log_prob(x, out) + self.prior.log_prob(z, prior_out)
 
     # ------------------------------------------------------------------ analysis
 
