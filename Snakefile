@@ -25,6 +25,8 @@ localrules:
     table,
     group_figure,
     weights_figure,
+    section_figure,
+    run_figure,
     nll_vs_k,
     samples,
     summary,

@@ -40,6 +40,13 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
 def _optional(kind):
     def parse(text: str):
         return None if text.lower() in ("none", "null") else kind(text)
@@ -171,10 +178,14 @@ def cmd_report(args) -> int:
             if not args.models:
                 raise UserError("report figure weights: --models is required")
             figures.weights(args.models, Path(args.out_stem))
-        elif args.kind == "samples":
+        elif args.kind in ("samples", "manifold", "latents"):
             if not (args.model and args.data):
-                raise UserError("report figure samples: --model and --data are required")
-            figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
+                raise UserError(f"report figure {args.kind}: --model and --data are required")
+            if args.kind == "samples":
+                figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
+            else:
+                draw = figures.manifold if args.kind == "manifold" else figures.latents
+                draw(Path(args.model), Path(args.data), Path(args.out_stem))
         else:
             if not args.evals:
                 raise UserError(f"report figure {args.kind}: --evals is required")
@@ -207,6 +218,8 @@ def _add_options(p: argparse.ArgumentParser, kind) -> None:
         args = typing.get_args(hint)
         if hint == list[int]:
             parse = _int_list
+        elif hint == list[float]:
+            parse = _float_list
         elif type(None) in args:
             parse = _optional(next(a for a in args if a is not type(None)))
         else:
@@ -303,11 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
-    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights"])
-    q.add_argument("--evals", nargs="+", type=Path, help="eval.json records (curves, variances, nll-vs-k)")
-    q.add_argument("--model", help="model.pt (samples)")
+    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights", "bound-vs-samples",
+                                    "ml-vs-samples", "manifold", "latents"])  # fmt: skip
+    q.add_argument("--evals", nargs="+", type=Path,
+                   help="eval.json records (curves, variances, nll-vs-k, bound-vs-samples, ml-vs-samples)")  # fmt: skip
+    q.add_argument("--model", help="model.pt (samples, manifold, latents)")
     q.add_argument("--models", nargs="+", type=Path, help="model.pt files (weights)")
-    q.add_argument("--data", help="prepared dataset (samples)")
+    q.add_argument("--data", help="prepared dataset (samples, manifold, latents)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
     q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")

@@ -2,8 +2,9 @@
 tables and figures each experiment makes. The workflow reads it; nothing here knows Snakemake.
 
 An experiment is either a grid (datasets x layers x objectives x k x seeds, and optionally
-named variants of the protocol, e.g. IWAE and IWAE with random weights) or a second training
-stage of another (grid) experiment's runs (`type: two-stage`, Table 2). Every run
+named variants of the protocol, e.g. IWAE and IWAE with random weights; or the union of
+several such grids, its `parts`, each overriding what it names) or a second training stage
+of another (grid) experiment's runs (`type: two-stage`, Table 2). Every run
 gets a readable id naming all its wildcards, e.g. `mnist-2l-iwae-k50-s1`, or
 `mnist-1l-vae-k1-to-iwae-k50-s1` for a second stage. The protocol and evaluation sections of
 the config are the defaults each experiment may override key by key.
@@ -27,7 +28,21 @@ from iwae.errors import UserError
 from iwae.objectives import Objective
 from iwae.report import layouts
 
-FIGURE_KINDS_PER_GROUP = ("curves", "variances")  # one figure per (dataset, architecture)
+# The figures an experiment can make (`figures:` in its config; default DEFAULT_FIGURES),
+# each drawn where its runs allow:
+FIGURE_KINDS = {
+    "curves": "per dataset and architecture: the training objective against epochs",
+    "variances": "per dataset and architecture: the variance of each latent unit's posterior mean",
+    "weights": "per dataset and architecture, runs with random weights: sigma and |m| / sigma",
+    "nll_vs_k": "per experiment with several k: test NLL against k",
+    "samples": "per run: samples from the prior, test images and their reconstructions",
+    "bound_vs_samples": "per part (or dataset), runs with curves: train and test bound against samples seen",
+    "ml_vs_samples": "per part (or dataset), runs with marginal-likelihood curves: HMC log p(x) against samples seen",
+    "manifold": "per run with a 2-D latent space: decoded means on a grid of latent values",
+    "latents": "per run with a 2-D latent space on labelled data: test points' posterior means by label",
+}
+DEFAULT_FIGURES = ("curves", "variances", "weights", "nll_vs_k", "samples")
+PER_GROUP = ("curves", "variances")  # one figure per (dataset, architecture)
 
 
 def default_title(experiment: str) -> str:
@@ -60,10 +75,30 @@ class Run:
     evaluation: dict = field(hash=False, compare=False)
     first_stage: tuple[str, str] | None = None  # (experiment, run id) this run continues
     variant: str | None = None  # the name of its protocol variant (a grid's `variants:`)
+    part: str | None = None  # the part of its experiment (a grid's `parts:`)
 
     @property
     def random_weights(self) -> bool:
         return self.protocol.get("random", "none") != "none"
+
+    @property
+    def curve(self) -> bool:
+        return bool(self.protocol.get("curve_per_decade"))
+
+    @property
+    def ml_curve(self) -> bool:
+        return self.curve and bool(self.protocol.get("curve_ml_points"))
+
+    @property
+    def latent_2d(self) -> bool:
+        """One stochastic layer of two units: the latent space can be drawn."""
+        spec = Architecture.parse(self.layers)
+        return spec.n_stochastic == 1 and spec.latent_sizes == [2]
+
+    @property
+    def section(self) -> str:
+        """Its part, or its dataset where the experiment has no parts (per-part figures)."""
+        return self.part or self.dataset
 
     @property
     def group(self) -> tuple[str, str]:
@@ -91,6 +126,7 @@ class Experiment:
     runs: list[Run]
     ks: list[int]  # the k of its runs, in the order declared
     samples_figure: bool
+    figure_kinds: tuple[str, ...] = DEFAULT_FIGURES
 
     def tables(self) -> list[str]:
         """Table files (under the tables directory) this experiment writes."""
@@ -102,14 +138,32 @@ class Experiment:
             out.setdefault(run.group, []).append(run)
         return out
 
+    def sections(self, which) -> dict[str, list[Run]]:
+        """Runs for which `which(run)` holds, by part (or dataset)."""
+        out: dict[str, list[Run]] = {}
+        for run in self.runs:
+            if which(run):
+                out.setdefault(run.section, []).append(run)
+        return out
+
     def figures(self) -> list[str]:
         """Figure stems (under figures/<experiment>/, each as .pdf and .png)."""
-        stems = [f"{kind}_{dataset}_{tag}" for dataset, tag in self.groups() for kind in FIGURE_KINDS_PER_GROUP]
-        stems += [f"weights_{dataset}_{tag}" for (dataset, tag), runs in self.groups().items()
-                  if any(r.random_weights for r in runs)]  # fmt: skip
-        if self.type == "grid" and len(self.ks) > 1:
+        kinds, stems = self.figure_kinds, []
+        for (dataset, tag), runs in self.groups().items():
+            stems += [f"{kind}_{dataset}_{tag}" for kind in PER_GROUP if kind in kinds]
+            if "weights" in kinds and any(r.random_weights for r in runs):
+                stems.append(f"weights_{dataset}_{tag}")
+        if "nll_vs_k" in kinds and self.type == "grid" and len(self.ks) > 1:
             stems.append("nll_vs_k")
-        if self.samples_figure:
+        if "bound_vs_samples" in kinds:
+            stems += [f"bound_vs_samples_{section}" for section in self.sections(lambda r: r.curve and not r.ml_curve)]
+        if "ml_vs_samples" in kinds:
+            stems += [f"ml_vs_samples_{section}" for section in self.sections(lambda r: r.ml_curve)]
+        for kind, which in (("manifold", lambda r: r.latent_2d),
+                            ("latents", lambda r: r.latent_2d and catalogue.get(r.dataset).labelled)):  # fmt: skip
+            if kind in kinds:
+                stems += [f"{kind}/{run.id}" for run in self.runs if which(run)]
+        if "samples" in kinds and self.samples_figure:
             stems += [f"samples/{run.id}" for run in self.runs]
         return stems
 
@@ -199,6 +253,9 @@ def _check_options(kind, values: dict, where: str) -> None:
     values = dict(values or {})
     if kind is TrainConfig:
         values.setdefault("data", "<the run's dataset>")
+        values.setdefault("layers", "1-1")  # the grid gives each run's; this one suits every family
+        if "objective" not in values and values.get("family") == "aevb":
+            values["objective"] = "sgvb"
     kind.from_dict(values, where)
 
 
@@ -230,27 +287,17 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
         raise UserError(f"{where}.table: {e}") from None
     title = exp.get("title") or default_title(name)
     samples = evaluation.get("samples_figure", EvalConfig.samples_figure)
+    figure_kinds = tuple(exp.get("figures", DEFAULT_FIGURES))
+    _check_names(f"{where}.figures", list(figure_kinds), _figure_kind)
     common = {"experiment": name, "protocol": protocol, "evaluation": evaluation}
     runs = []
     if kind == "grid":
-        _check_names(f"{where}.datasets", exp["datasets"], catalogue.get)
-        _check_names(f"{where}.layers", exp["layers"], Architecture.parse)
-        _check_names(f"{where}.objectives", exp["objectives"], Objective.parse)
-        variants = exp.get("variants") or {None: {}}  # name -> protocol overrides
-        for name_, overrides in variants.items():
-            if name_ is not None:
-                _check_options(TrainConfig, {**overrides}, f"{where}.variants.{name_}")
-        for dataset, layers, objective, k, (variant, overrides), seed in itertools.product(
-            exp["datasets"], exp["layers"], exp["objectives"], exp["k"], variants.items(), exp["seeds"]
-        ):
-            run_protocol = {**protocol, **overrides}
-            _check_run(f"{where}.objectives", objective, k, run_protocol)
-            tag = f"{dataset}-{layers_tag(layers)}-{objective}-k{k}" + (f"-{variant}" if variant else "")
-            runs.append(
-                Run(id=f"{tag}-s{seed}", dataset=dataset, layers=layers, objective=objective, k=k, seed=seed,
-                    **{**common, "protocol": run_protocol}, variant=variant)
-            )  # fmt: skip
-        ks = list(exp["k"])
+        parts = exp.get("parts") or {None: {}}
+        for part, overrides in parts.items():
+            runs += _grid_runs(f"{where}.parts.{part}" if part else where, {**exp, **overrides}, part, common)
+        if len({r.id for r in runs}) != len(runs):
+            raise UserError(f"{where}.parts: two parts declare the same run")
+        ks = list(dict.fromkeys(run.k for run in runs))
     else:
         base = exp.get("first_stage")
         if base not in declared or declared[base].get("type") != "grid":
@@ -259,7 +306,7 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
             _check_names(f"{where}.pairs", [pair["dataset"]], catalogue.get)
             _check_names(f"{where}.pairs", [pair["layers"]], Architecture.parse)
             _check_names(f"{where}.pairs", [pair["first"], pair["second"]], Objective.parse)
-            _check_run(f"{where}.pairs", pair["second"], pair["second_k"], protocol)
+            _check_run(where, "pairs", pair["second"], pair["second_k"], protocol, pair["layers"])
             tag = layers_tag(pair["layers"])
             first = f"{pair['dataset']}-{tag}-{pair['first']}-k{pair['first_k']}"
             run_id = f"{first}-to-{pair['second']}-k{pair['second_k']}-s{seed}"
@@ -276,13 +323,54 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
                 )
             )
         ks = list(dict.fromkeys(run.k for run in runs))
-    return Experiment(name, kind, title, layout, runs, ks, samples)
+    return Experiment(name, kind, title, layout, runs, ks, samples, figure_kinds)
 
 
-def _check_run(where: str, objective: str, k: int, protocol: dict) -> None:
-    """The objective with this k, and the whole training configuration of the run."""
+def _figure_kind(kind: str) -> None:
+    if kind not in FIGURE_KINDS:
+        raise UserError(f"figure {kind!r}: unknown; expected one of {', '.join(FIGURE_KINDS)}")
+
+
+def _grid_runs(where: str, grid: dict, part: str | None, common: dict) -> list[Run]:
+    """The runs of one grid: datasets x layers x objectives x k x variants x seeds; a part's
+    protocol and evaluation override the experiment's key by key."""
+    for key in ("datasets", "layers", "objectives", "k", "seeds"):
+        if key not in grid:
+            raise UserError(f"{where}: no {key}")
+    protocol, evaluation = dict(common["protocol"]), dict(common["evaluation"])
+    if part is not None:
+        _check_options(TrainConfig, grid.get("protocol") or {}, f"{where}.protocol")
+        _check_options(EvalConfig, grid.get("evaluation") or {}, f"{where}.evaluation")
+        protocol |= grid.get("protocol") or {}
+        evaluation |= grid.get("evaluation") or {}
+    _check_names(f"{where}.datasets", grid["datasets"], catalogue.get)
+    _check_names(f"{where}.layers", grid["layers"], Architecture.parse)
+    _check_names(f"{where}.objectives", grid["objectives"], Objective.parse)
+    variants = grid.get("variants") or {None: {}}  # name -> protocol overrides
+    for name, overrides in variants.items():
+        if name is not None:
+            _check_options(TrainConfig, {**overrides}, f"{where}.variants.{name}")
+    runs = []
+    for dataset, layers, objective, k, (variant, overrides), seed in itertools.product(
+        grid["datasets"], grid["layers"], grid["objectives"], grid["k"], variants.items(), grid["seeds"]
+    ):
+        run_protocol = {**protocol, **overrides}
+        _check_run(where, "objectives", objective, k, run_protocol, layers)
+        tag = f"{dataset}-{layers_tag(layers)}-{objective}-k{k}" + (f"-{variant}" if variant else "")
+        runs.append(
+            Run(id=f"{tag}-s{seed}", dataset=dataset, layers=layers, objective=objective, k=k, seed=seed,
+                experiment=common["experiment"], protocol=run_protocol, evaluation=evaluation, variant=variant,
+                part=part)
+        )  # fmt: skip
+    return runs
+
+
+def _check_run(where: str, key: str, objective: str, k: int, protocol: dict, layers=None) -> None:
+    """The objective with this k (an error names `where.key`), and the whole training
+    configuration of the run (an error names `where`)."""
     try:
         Objective.parse(objective).check_samples(k)
     except UserError as e:
-        raise UserError(f"{where}: {e}") from None
-    TrainConfig.from_dict({"data": "<the run's dataset>", "objective": objective, "k": k, **protocol}, where)
+        raise UserError(f"{where}.{key}: {e}") from None
+    layers = {} if layers is None else {"layers": str(layers)}
+    TrainConfig.from_dict({"data": "<the run's dataset>", "objective": objective, "k": k, **protocol, **layers}, where)

@@ -198,3 +198,41 @@ def test_variants_are_runs_of_their_own():
     bad = with_changes(iwaer={"variants": {"x": {"random": "all"}}})
     with pytest.raises(UserError, match="experiments.iwaer.variants.x: random: 'all'"):
         Plan.from_config(bad)
+
+
+def test_parts_make_one_experiment_of_several_grids():
+    """Kingma & Welling's experiment: three grids (MNIST, Frey Face, the marginal-likelihood
+    runs) in one experiment, each part overriding the protocol; its figures by part and run."""
+    plan = Plan.from_config(CONFIG)
+    aevb = plan.experiments["aevb"]
+    ids = [r.id for r in aevb.runs]
+    assert len(ids) == 6 + 4 + 2 and "freyface-L200x20-sgvb-k1-s1" in ids and "mnist-L100x3-sgvb-k1-n1000-s1" in ids
+    mnist = plan.run("aevb", "mnist-L500x200-sgvb-k1-s1").train_options()
+    assert mnist["train_subset"] == 50000 and mnist["epochs_per_stage"] == [2000] and mnist["family"] == "aevb"
+    assert mnist["optimizer"] == "adagrad" and mnist["lr_pilot"] == [0.01, 0.02, 0.1] and mnist["batch_size"] == 100
+    small = plan.run("aevb", "mnist-L100x3-sgvb-k1-n1000-s1")
+    assert small.train_options()["train_subset"] == 1000 and small.eval_options()["hmc_points"] == 1000
+    assert "hmc_points" not in plan.run("aevb", "freyface-L200x2-sgvb-k1-s1").eval_options()
+    figures = aevb.figures()
+    assert {"bound_vs_samples_mnist", "bound_vs_samples_freyface", "ml_vs_samples_marginal"} <= set(figures)
+    assert [f for f in figures if f.startswith(("manifold/", "latents/"))] == [
+        "manifold/mnist-L500x2-sgvb-k1-s1", "manifold/freyface-L200x2-sgvb-k1-s1", "latents/mnist-L500x2-sgvb-k1-s1"
+    ]  # fmt: skip
+    assert not any(f.startswith(("curves_", "variances_")) for f in figures)  # not among its figures
+    jsonschema.validate(CONFIG, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "changes,key",
+    [
+        ({"figures": ["curvez"]}, "experiments.aevb.figures: figure 'curvez'"),
+        ({"parts": {"mnist": {"datasets": ["mnist"], "layers": ["2"]}}}, "experiments.aevb.parts.mnist: .*layers"),
+        ({"parts": {"a": {"datasets": ["mnist"], "layers": ["500-2"]}, "b": {"datasets": ["mnist"], "layers": ["500-2"]}}},
+         "experiments.aevb.parts: two parts declare the same run"),
+    ],
+)  # fmt: skip
+def test_bad_parts_and_figures_name_their_key(changes, key):
+    config = copy.deepcopy(CONFIG)
+    config["experiments"]["aevb"].update(changes)
+    with pytest.raises(UserError, match=key):
+        Plan.from_config(config)

@@ -204,3 +204,37 @@ def test_random_weights_table_pairs_each_method_with_iwae_on_the_same_points(tmp
     assert ours.rows[0][2] == "2" and ours.rows[0][4] != "—"  # two seeds: an sd
     assert any("seed 001: k = 2000" in n for n in ours.notes) and not any("n = 6" in n for n in ours.notes)
     assert [r[3] for r in cmp.rows] == ["-95.182", "-94.709", "-94.346"]
+
+
+def _aevb_record(root, run, latent, curve_end, *, grey=False, trained_on=50000, ml=None):
+    """An AEVB run's eval.json with a curve ending at (train, test) bounds."""
+    path = record(root, "aevb", run, layers=f"500-{latent}", objective="sgvb", k=1, nll=-curve_end[1])
+    rec = json.loads(path.read_text())
+    rec["training"]["config"] |= {"family": "aevb", "grey_levels": grey, "batch_size": 100}
+    rec["training"] |= {"steps": 1000, "train_points": trained_on}
+    rec["training"]["curve"] = [
+        {"samples": 100, "train_bound": -500.0, "test_bound": -500.0},
+        {"samples": 100000, "train_bound": curve_end[0], "test_bound": curve_end[1], **(ml or {})},
+    ]
+    path.write_text(json.dumps(rec))
+    return path
+
+
+def test_aevb_table_and_findings(tmp_path):
+    """Final bounds per run; KW's findings judged from them: the bound rises with Nz (up to
+    20), Nz = 200 does not overfit; figure 3's gaps reported for the reader."""
+    paths = [_aevb_record(tmp_path, f"m{z}", z, (-100.0 + z / 10, -101.0 + z / 10)) for z in (3, 5, 10, 20)]
+    paths.append(_aevb_record(tmp_path, "m200", 200, (-98.5, -99.6)))
+    paths.append(_aevb_record(tmp_path, "small", 3, (-120.0, -140.0), trained_on=1000,
+                              ml={"train_ml": -118.0, "test_ml": -139.0}))  # fmt: skip
+    ours, findings = tables.aevb(records.frame(paths))
+    assert [r[2] for r in ours.rows] == ["3", "3", "5", "10", "20", "200"] and ours.rows[0][3] == "1,000"
+    assert ours.rows[-1][5:7] == ["-98.50", "-99.60"] and not any("not log-likelihoods" in n for n in ours.notes)
+    verdict = {r[1].split(" (")[0]: r[3] for r in findings.rows}
+    assert verdict["the bound improves with Nz"] == "yes" and verdict["superfluous latents do not overfit"] == "yes"
+    gap = next(r for r in findings.rows if "1,000 training points" in r[1])
+    assert "opens" in gap[1] and "gap 21.00" in gap[2]
+    paths[2] = _aevb_record(tmp_path, "m10", 10, (-90.0, -130.0), grey=True)  # Nz = 10 falls behind and overfits
+    ours, findings = tables.aevb(records.frame(paths))
+    assert {r[1].split(" (")[0]: r[3] for r in findings.rows}["the bound improves with Nz"] == "no"
+    assert any("not log-likelihoods" in n for n in ours.notes)  # seed 002's grey levels

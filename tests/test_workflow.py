@@ -215,7 +215,7 @@ def test_smoke_builds_every_output(smoke):
     assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
     assert (work / "results/report.tex").stat().st_size > 1000
     assert len(list((work / "results/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6
+    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5
 
 
 @pytest.mark.slow
@@ -248,7 +248,7 @@ def test_smoke_vs_paper_and_summary(smoke):
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
     with open(work / "results/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert len(summary) == 24 + 2 + 10 + 6 + 6  # every run of every experiment
+    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
     record = json.loads((work / "results/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
@@ -291,6 +291,32 @@ def test_smoke_random_weights_experiment(smoke):
         assert all(row["valid_bound"] for row in csv.DictReader(f))  # valid_every: 1 in the smoke preset
     image = matplotlib.image.imread(work / "results/figures/iwaer/weights_mnist_seed001.png")
     assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05
+
+
+@pytest.mark.slow
+def test_smoke_aevb_experiment(smoke):
+    """Kingma & Welling's experiment end to end: the curves kept by each run, the HMC
+    marginal likelihood beside L_k, the table and its findings, Frey Face figures 28 x 20."""
+    work, _ = smoke
+    rows = _markdown_rows(work / "results/tables/aevb.md")
+    assert sorted(r[0] for r in rows) == ["Frey Face"] + ["MNIST"] * 4
+    marginal = [r for r in rows if r[3] == "200" and r[2] == "3" and r[1] == "10"]
+    assert marginal and all(c.count("(") == 1 for c in marginal[0][8:10])  # HMC (L_k)
+    assert "qualitative comparison" in (work / "results/tables/aevb_vs_paper.md").read_text()
+    run = work / "results/runs/aevb/mnist-L10x3-sgvb-k1-n1000-s1"
+    with open(run / "curve.csv") as f:
+        curve = list(csv.DictReader(f))
+    assert [int(r["samples"]) for r in curve] == [100, 300, 500, 600] and all(r["train_ml"] for r in curve)
+    record = json.loads((run / "train.json").read_text())
+    assert record["config"]["family"] == "aevb" and set(record["pilot"]) == {"0.01", "0.02", "0.1"}
+    assert len(record["curve"]) == 4 and record["backend"] == "autograd"
+    figures = work / "results/figures/aevb"
+    for name in ("bound_vs_samples_mnist", "bound_vs_samples_freyface", "ml_vs_samples_marginal",
+                 "manifold/freyface-L20x2-sgvb-k1-s1", "latents/mnist-L20x2-sgvb-k1-s1"):  # fmt: skip
+        image = matplotlib.image.imread(figures / f"{name}.png")
+        assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
+    report = (work / "results/report.tex").read_text()
+    assert "Auto-Encoding Variational Bayes" in report and "manifold/freyface-L20x2-sgvb-k1-s1" in report
 
 
 @pytest.mark.slow
@@ -400,7 +426,8 @@ def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, mo
     pid = subprocess.run(["pgrep", "-f", "iwae train --out results/runs/table1/mnist-1l-iwae-k5-s1"],
                          capture_output=True, text=True).stdout.split()  # fmt: skip
     assert pid, "training process not found"
-    os.kill(int(pid[0]), signal.SIGTERM)  # as a scheduler would at a time limit
+    for p in pid:  # the job's shell and its python, as a scheduler signals a job at its time limit
+        os.kill(int(p), signal.SIGTERM)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Error in rule train" in output
     assert list(checkpoints.glob("ckpt-*.pt")), "Snakemake deleted the failed job's checkpoints"

@@ -19,7 +19,13 @@ def table(experiment: str, layout: str, evals: list[Path], out_dir: Path, title:
     cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")
 
 
-FIGURES = {"curves": figures.curves, "variances": figures.variances, "nll-vs-k": figures.nll_vs_k}
+FIGURES = {
+    "curves": figures.curves,
+    "variances": figures.variances,
+    "nll-vs-k": figures.nll_vs_k,
+    "bound-vs-samples": figures.bound_vs_samples,
+    "ml-vs-samples": figures.ml_vs_samples,
+}
 
 
 def figure(kind: str, evals: list[Path], out_stem: Path) -> None:

@@ -16,6 +16,8 @@ from iwae.files import atomic_path, write_text
 from iwae.provenance import git_revision
 from iwae.report.tables import TABLE_BEGIN, TABLE_END
 
+PER_RUN = ("samples", "manifold", "latents")  # figure kinds drawn once per run, in a folder each
+
 
 def _table_block(tex_path: Path) -> str:
     """The table and its notes from a table document (each compiles on its own)."""
@@ -49,8 +51,9 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         f = Path(f)
         if f.suffix != ".pdf":
             continue
-        exp = f.parent.parent.name if f.parent.name == "samples" else f.parent.name
-        kind = "samples" if f.parent.name == "samples" else "figures"
+        per_run = f.parent.name in PER_RUN  # figures/<experiment>/<kind>/<run>.pdf
+        exp = f.parent.parent.name if per_run else f.parent.name
+        kind = "samples" if per_run else "figures"
         experiments.setdefault(exp, {"tables": [], "figures": [], "samples": []})[kind].append(f)
     rev = git_revision()
     lines = [
@@ -78,7 +81,7 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         for f in sorted(parts["figures"]):
             lines += [r"\begin{center}", rf"\includegraphics[width=0.9\linewidth]{{{_rel(f, out)}}}", r"\end{center}"]
         if parts["samples"]:
-            lines.append(r"\subsection*{Samples and reconstructions}")
+            lines.append(r"\subsection*{Per run: samples and reconstructions, manifolds, latent spaces}")
             for f in sorted(parts["samples"]):
                 lines += [rf"\includegraphics[width=0.49\linewidth]{{{_rel(f, out)}}}"]
         lines.append(r"\clearpage")

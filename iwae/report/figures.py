@@ -8,6 +8,14 @@ nll_vs_k    per experiment: test NLL against k, VAE and IWAE lines, the paper's 
             open markers, error bars over seeds
 variances   per dataset and architecture: histograms of log10 Cov_x(E_q[u|x]) per layer,
             with the active-unit threshold
+bound_vs_samples  per part of an experiment: the bound on the training and test sets against
+            training samples seen, one colour per latent size (Kingma & Welling's figure 2)
+ml_vs_samples  per part: the HMC marginal likelihood (and L_5000) of training and test points
+            against samples seen, one panel per training-set size (KW's figure 3)
+manifold    per run with a 2-D latent space: decoded means on KW's 20 x 20 grid of latent
+            values, z = inverse normal CDF of (i + 1/2) / 20 (KW's figure 4)
+latents     per run with a 2-D latent space on labelled data: posterior means of test points,
+            coloured by label
 """
 
 from __future__ import annotations
@@ -44,13 +52,15 @@ def save(fig, stem: Path) -> list[Path]:
     return out
 
 
-def _tile(images: np.ndarray, cols: int) -> np.ndarray:
-    n = images.shape[0]
+def _tile(images: np.ndarray, cols: int, shape: tuple[int, int] = (28, 28), invert: bool = True) -> np.ndarray:
+    """Images (n, h * w) on a grid with one-pixel borders; ink dark where `invert`."""
+    n, (h, w) = images.shape[0], shape
     rows = math.ceil(n / cols)
-    grid = np.ones((rows * 29 + 1, cols * 29 + 1))
+    grid = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1))
     for i, img in enumerate(images):
         r, c = divmod(i, cols)
-        grid[1 + 29 * r : 29 * (r + 1), 1 + 29 * c : 29 * (c + 1)] = 1.0 - img.reshape(28, 28)
+        img = np.clip(img.reshape(h, w), 0, 1)
+        grid[1 + (h + 1) * r : (h + 1) * (r + 1), 1 + (w + 1) * c : (w + 1) * (c + 1)] = 1.0 - img if invert else img
     return grid
 
 
@@ -58,25 +68,145 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     import torch
 
     from iwae import datasets
-    from iwae.checkpoints import load_model
+    from iwae.checkpoints import load_model_file
     from iwae.evaluate import subset
+    from iwae.models import from_state
 
-    model = load_model(Path(model_path))
+    state = load_model_file(Path(model_path))
+    model = from_state(state["model"])
     data = datasets.load(Path(data_path))
+    shape, binary = data.image_shape, data.dynamic and not state["config"].get("grey_levels", False)
     g = torch.Generator().manual_seed(seed)
     drawn = model.sample(64, g).numpy()
     x = data.test[subset(data.test.shape[0], 32)]  # test files can be sorted by class
-    x = datasets.binarize(x, g) if data.dynamic else x
+    x = datasets.binarize(x, g) if binary else x
     rec = model.reconstruct(x, g).numpy()
-    pairs = np.stack([x.numpy(), rec], 1).reshape(64, 784)  # original, reconstruction, ...
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8))
-    axes[0].imshow(_tile(drawn, 8), cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("samples from the prior (Bernoulli means)")
-    axes[1].imshow(_tile(pairs, 8), cmap="gray", vmin=0, vmax=1)
-    axes[1].set_title("test images (left) and reconstructions (right)")
+    pairs = np.stack([x.numpy(), rec], 1).reshape(64, -1)  # original, reconstruction, ...
+    invert = data.meta["binarization"] != "none"  # ink on paper; photographs as they are
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.8 * shape[0] / 28 * 20 / shape[1] if shape[1] < 28 else 4.8))
+    axes[0].imshow(_tile(drawn, 8, shape, invert), cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"samples from the prior ({model.likelihood.name} means)", fontsize=10)
+    axes[1].imshow(_tile(pairs, 8, shape, invert), cmap="gray", vmin=0, vmax=1)
+    axes[1].set_title("test images (left) and reconstructions (right)", fontsize=10)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(Path(model_path).parent.name)
+    return save(fig, stem)
+
+
+def manifold(model_path: Path, data_path: Path, stem: Path, size: int = 20) -> list[Path]:
+    """Decoded means on Kingma & Welling's grid: z_i = Phi^-1((i + 1/2) / size) per axis."""
+    import torch
+    from scipy.stats import norm
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model
+
+    model = load_model(Path(model_path))
+    if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
+        raise UserError(f"{model_path}: the manifold figure needs one stochastic layer of 2 units")
+    data = datasets.load(Path(data_path))
+    axis = norm.ppf((np.arange(size) + 0.5) / size)
+    z = np.stack(np.meshgrid(axis, axis[::-1], indexing="xy"), -1).reshape(-1, 2)  # rows top to bottom
+    with torch.no_grad():
+        means = model.likelihood.mean(model.net("decoder.p0", torch.from_numpy(z).float())).numpy()
+    invert = data.meta["binarization"] != "none"
+    h, w = data.image_shape
+    fig, ax = plt.subplots(figsize=(7 * w / h if w < h else 7, 7))
+    ax.imshow(_tile(means, size, (h, w), invert), cmap="gray", vmin=0, vmax=1)
+    ax.set_title(f"{Path(model_path).parent.name}: decoded means on a {size}x{size} grid of z", fontsize=9)
+    ax.axis("off")
+    return save(fig, stem)
+
+
+def latents(model_path: Path, data_path: Path, stem: Path, points: int = 5000) -> list[Path]:
+    """Posterior means of random test points in a 2-D latent space, coloured by label."""
+    import torch
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model_file
+    from iwae.evaluate import subset
+    from iwae.models import from_state
+
+    state = load_model_file(Path(model_path))
+    model = from_state(state["model"])
+    if model.architecture.latent_sizes[-1] != 2:
+        raise UserError(f"{model_path}: the latents figure needs a top layer of 2 units")
+    data = datasets.load(Path(data_path))
+    labels = data.labels_of("test")
+    chosen = subset(data.test.shape[0], points)
+    x = data.test[chosen]
+    if data.dynamic and not state["config"].get("grey_levels", False):
+        x = datasets.binarize(x, torch.Generator().manual_seed(123))
+    mu = model.posterior_means(x, torch.Generator().manual_seed(0))[-1].numpy()
+    y = labels[chosen].numpy()
+    fig, ax = plt.subplots(figsize=(6, 5.4))
+    for digit in range(int(y.max()) + 1):
+        ax.scatter(*mu[y == digit].T, s=3, alpha=0.6, color=plt.cm.tab10(digit % 10), label=str(digit))
+    ax.legend(markerscale=4, fontsize=8, title="label", loc="best")
+    ax.set_xlabel("E_q[z_1 | x]")
+    ax.set_ylabel("E_q[z_2 | x]")
+    ax.set_title(f"{Path(model_path).parent.name}: {len(y):,} test points", fontsize=9)
+    return save(fig, stem)
+
+
+def _curve(run_dir: str) -> list[dict]:
+    curve = load_record(Path(run_dir) / "eval.json")["training"].get("curve")
+    if not curve:
+        raise UserError(f"{run_dir}: the run kept no curve (train it with curve_per_decade)")
+    return curve
+
+
+def bound_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """The bound on the whole training (solid) and test (dashed) sets against training
+    samples seen, one colour per latent size: Kingma & Welling's figure 2."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.4))
+    for r in df.sort_values(["latent", "seed"]).itertuples():
+        rows = _curve(r.run_dir)
+        samples = [c["samples"] for c in rows]
+        color = f"C{sorted(set(df['latent'])).index(r.latent)}"
+        first = r.seed == df["seed"].min()
+        ax.plot(samples, [c["train_bound"] for c in rows], "-", color=color, lw=1.3,
+                label=f"Nz = {r.latent} (train)" if first else None)  # fmt: skip
+        ax.plot(samples, [c["test_bound"] for c in rows], "--", color=color, lw=1.3,
+                label=f"Nz = {r.latent} (test)" if first else None)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("training samples evaluated")
+    ax.set_ylabel(f"{objective_label(df['objective'].iloc[0])} bound per point (nats)")
+    ends = [c for r in df.itertuples() for c in _curve(r.run_dir)[-1:]]
+    low = min(min(c["train_bound"], c["test_bound"]) for c in ends)
+    high = max(max(c["train_bound"], c["test_bound"]) for c in ends)
+    ax.set_ylim(low - max(20.0, 0.5 * (high - low)), high + 0.1 * max(1.0, high - low))  # the late curves, as KW
+    hidden = ", ".join(str(h) for h in sorted(set(df["hidden"])))
+    ax.set_title(f"{df['dataset_label'].iloc[0]}, {hidden} hidden units: train (solid) and test (dashed)", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    return save(fig, stem)
+
+
+def ml_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
+    """The HMC marginal likelihood of training and test points against samples seen, one
+    panel per training-set size, with L_5000 on the same points as a check (KW figure 3)."""
+    sizes = sorted(set(df["trained_on"]))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.9), squeeze=False, sharey=True)
+    for ax, n in zip(axes[0], sizes):
+        for r in df[df["trained_on"] == n].sort_values("seed").itertuples():
+            rows = [c for c in _curve(r.run_dir) if c.get("train_ml") not in (None, "")]
+            samples = [c["samples"] for c in rows]
+            first = r.seed == df["seed"].min()
+            for split, color in (("train", "tab:blue"), ("test", "tab:red")):
+                ax.plot(samples, [c[f"{split}_ml"] for c in rows], "-o", ms=3, color=color,
+                        label=f"{split} (HMC estimate)" if first else None)  # fmt: skip
+                ax.plot(samples, [c[f"{split}_lk"] for c in rows], ":", color=color,
+                        label=f"{split} (L_5000)" if first else None)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("training samples evaluated")
+        ax.set_title(f"N_train = {n:,}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("marginal log-likelihood per point (nats)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{df['dataset_label'].iloc[0]}, Nz = {', '.join(map(str, sorted(set(df['latent']))))}", fontsize=10)
+    fig.tight_layout()
     return save(fig, stem)
 
 

@@ -11,6 +11,8 @@ function in `iwae.report.tables`).
                experiments; their default)
     random-weights  seed 001's Table 1: IWAE, IWAER_rec and IWAER per dataset beside seed
                001's values, with differences to IWAE paired on the same test points
+    aevb       Kingma & Welling's experiments: final train and test bounds, L_k and the HMC
+               marginal likelihood per run; their (qualitative) findings beside ours
 
 Importing this module imports neither pandas nor PyTorch: the config checks read it.
 """
@@ -49,6 +51,12 @@ def _random_weights(df):
     return tables.random_weights(df)
 
 
+def _aevb(df):
+    from iwae.report import tables
+
+    return tables.aevb(df)
+
+
 def _two_stage(df):
     from iwae.report import tables
 
@@ -62,6 +70,7 @@ LAYOUTS = {
         Layout("bounds", ("grid",), _bounds, needs_extra_k=(64,)),
         Layout("two-stage", ("two-stage",), _two_stage),
         Layout("random-weights", ("grid",), _random_weights),
+        Layout("aevb", ("grid",), _aevb),
     )
 }
 DEFAULT = {"grid": "nll-au", "two-stage": "two-stage"}  # per experiment type

@@ -15,7 +15,8 @@ COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
     "train_nll", "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
-    "eval_git_revision", "init_from", "random", "valid_k", "run_dir",
+    "eval_git_revision", "init_from", "random", "valid_k", "family", "latent", "hidden", "trained_on",
+    "samples_seen", "grey_levels", "run_dir",
 ]  # fmt: skip
 
 
@@ -73,6 +74,12 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "init_from": cfg.get("init_from"),
             "random": cfg.get("random", "none"),
             "valid_k": cfg.get("valid_k", 2000),
+            "family": cfg.get("family", "layered"),
+            "latent": arch.latent_sizes[-1],
+            "hidden": (arch.layers[0].hidden or (0,))[0],
+            "trained_on": rec["training"].get("train_points"),
+            "samples_seen": (rec["training"].get("steps") or 0) * cfg.get("batch_size", 20),
+            "grey_levels": bool(cfg.get("grey_levels", False)),
             "run_dir": str(path.parent),
         }
     except (KeyError, TypeError) as e:

@@ -213,6 +213,20 @@ def weights_inputs(wildcards):
     return [run_file(exp.name, r.id, "model.pt") for r in runs if r.random_weights]
 
 
+def section_inputs(wildcards):
+    """eval.json of the runs with curves of one part (or dataset) of an experiment."""
+    exp = PLAN.experiments[wildcards.experiment]
+    if wildcards.kind == "ml_vs_samples":
+        runs = exp.sections(lambda r: r.ml_curve).get(wildcards.section)
+    else:
+        runs = exp.sections(lambda r: r.curve and not r.ml_curve).get(wildcards.section)
+    if not runs:
+        raise WorkflowError(
+            f"no runs for {wildcards.kind} in {wildcards.section} of {exp.name}"
+        )
+    return [run_file(exp.name, r.id, "eval.json") for r in runs]
+
+
 def samples_inputs(wildcards):
     run = run_of(wildcards)
     return {

@@ -67,6 +67,47 @@ rule weights_figure:
         "python -m iwae report figure weights --models {input.models} --out-stem {params.stem} > {log} 2>&1"
 
 
+rule section_figure:
+    input:
+        evals=section_inputs,
+    output:
+        multiext(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}",
+            ".pdf",
+            ".png",
+        ),
+    log:
+        f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
+    wildcard_constraints:
+        kind="bound_vs_samples|ml_vs_samples",
+        section="[a-z0-9][a-z0-9_-]*",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+        kind=lambda wildcards: wildcards.kind.replace("_", "-"),
+    shell:
+        "python -m iwae report figure {params.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+
+
+rule run_figure:
+    input:
+        unpack(samples_inputs),
+    output:
+        multiext(f"{RESULTS}/figures/{{experiment}}/{{kind}}/{{run}}", ".pdf", ".png"),
+    log:
+        f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
+    wildcard_constraints:
+        kind="manifold|latents",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output[0]),
+    shell:
+        "python -m iwae report figure {wildcards.kind} --model {input.model} --data {input.data} --out-stem {params.stem}"
+        " > {log} 2>&1"
+
+
 rule nll_vs_k:
     input:
         evals=lambda wildcards: evals_of(wildcards.experiment),
