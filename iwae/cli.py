@@ -178,13 +178,14 @@ def cmd_report(args) -> int:
             if not args.models:
                 raise UserError("report figure weights: --models is required")
             figures.weights(args.models, Path(args.out_stem))
-        elif args.kind in ("samples", "manifold", "latents"):
+        elif args.kind in ("samples", "manifold", "latents", "posterior", "pca", "by-label"):
             if not (args.model and args.data):
                 raise UserError(f"report figure {args.kind}: --model and --data are required")
             if args.kind == "samples":
                 figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
             else:
-                draw = figures.manifold if args.kind == "manifold" else figures.latents
+                draw = {"manifold": figures.manifold, "latents": figures.latents, "posterior": figures.posterior,
+                        "pca": figures.pca, "by-label": figures.by_label}[args.kind]  # fmt: skip
                 draw(Path(args.model), Path(args.data), Path(args.out_stem))
         else:
             if not args.evals:
@@ -317,12 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
     q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights", "bound-vs-samples",
-                                    "ml-vs-samples", "manifold", "latents"])  # fmt: skip
+                                    "ml-vs-samples", "manifold", "latents", "posterior", "pca", "by-label"])  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path,
                    help="eval.json records (curves, variances, nll-vs-k, bound-vs-samples, ml-vs-samples)")  # fmt: skip
-    q.add_argument("--model", help="model.pt (samples, manifold, latents)")
+    q.add_argument("--model", help="model.pt (samples, manifold, latents, posterior, pca, by-label)")
     q.add_argument("--models", nargs="+", type=Path, help="model.pt files (weights)")
-    q.add_argument("--data", help="prepared dataset (samples, manifold, latents)")
+    q.add_argument("--data", help="prepared dataset (samples, manifold, latents, posterior, pca, by-label)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
     q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")

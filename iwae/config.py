@@ -103,6 +103,18 @@ class TrainConfig(_Options):
         fingerprint="unless-default",
     )
     layers: str = _opt("1", "stochastic layers: 1 or 2 (the paper's), or a spec like '200-200-100/100-100-50'")
+    condition: str = _opt(
+        "none",
+        "'label': encoder, decoder (and a 'label' prior) also take the one-hot class label, a conditional model "
+        "of p(x | y) (nbip's conditional IWAE); 'none'",
+        fingerprint="unless-default",
+    )
+    prior: str = _opt(
+        "standard",
+        "prior of the top layer: 'standard' N(0, I) (paper) or 'label' (N(mu(y), sigma(y)^2) from a 10-200-200 "
+        "network of the label; needs condition 'label')",
+        fingerprint="unless-default",
+    )
     likelihood: str = _opt(
         "auto",
         "observation model: 'auto' (the dataset's: Bernoulli for binary images, Gaussian with sigmoid means and "
@@ -259,6 +271,13 @@ class TrainConfig(_Options):
         self._positive_int("pilot_steps")
         for key in ("curve_per_decade", "curve_ml_points"):
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
+        need(self.condition in ("none", "label"), "condition", "must be 'none' or 'label'")
+        need(self.prior in ("standard", "label"), "prior", "must be 'standard' or 'label'")
+        if self.prior == "label":
+            need(self.condition == "label", "prior", "needs condition 'label'")
+        if self.condition != "none":
+            need(self.family == "layered" and self.random == "none", "condition", "is built for the layered family")
+            need(self.curve_per_decade == 0, "curve_per_decade", "is not built for conditional models")
         if objective.terms and self.family != "aevb":
             need(False, "objective", f"needs the {' and '.join(objective.terms)} terms that only family 'aevb' gives")
         if self.family == "aevb":
@@ -319,6 +338,21 @@ class EvalConfig(_Options):
     extra_k: list[int] = _opt([], "also report L_k for these k, e.g. 64 (Rainforth et al.'s IWAE-64)")
     train_points: int = _opt(0, "also L_k on N random training points the run trained on (train-test gap)")
     active_points: int = _opt(500, "training points for the active-unit count (official code: 500)")
+    mixture_points: int = _opt(
+        0,
+        "for a label-conditional model, also log sum_y (1/C) p(x | y) (log p(x) of the label mixture) on N random "
+        "test points, from L_k of every log p(x | y); 0: none",
+    )
+    posterior_points: int = _opt(
+        0,
+        "for a model with a 2-D latent space, also the posterior on a grid for N random test points: log p(x) by "
+        "quadrature beside L_k and the ELBO, KL(q || p), the effective sample size; 0: none",
+    )
+    snis_samples: int = _opt(
+        0,
+        "also per stochastic layer the posterior means of the test points by self-normalised importance sampling "
+        "with this many samples, their active units and 5-nearest-neighbour label accuracy; 0: none",
+    )
     hmc_points: int = _opt(
         0,
         "also Kingma & Welling's HMC estimate of the marginal likelihood (appendix D) beside L_k, on N random "
@@ -345,7 +379,7 @@ class EvalConfig(_Options):
             "extra_k",
             "must be a list of positive integers",
         )
-        for key in ("train_points", "hmc_points"):
+        for key in ("train_points", "hmc_points", "mixture_points", "posterior_points", "snis_samples"):
             self._need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
         self._need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         self._need(isinstance(self.samples_figure, bool), "samples_figure", "must be true or false")

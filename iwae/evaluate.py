@@ -60,17 +60,20 @@ def log_likelihood(
     generator: torch.Generator | None = None,
     chunk: int = 1000,
     noise: list[Tensor] | None = None,
+    condition: Tensor | None = None,
 ) -> Tensor:
-    """L_k for each row of x (float64), the k samples drawn `chunk` at a time.
+    """L_k for each row of x (float64), the k samples drawn `chunk` at a time; for a
+    conditional model, of log p(x | c) given the rows of `condition`.
 
     `model` is a model or a backend (anything with `log_weights(x, k, generator, noise)`).
     `noise` (one (k, B, d) tensor per stochastic layer) fixes the samples, for tests.
     """
     total = None
+    given = {} if condition is None else {"condition": condition}
     for start in range(0, k, chunk):
         stop = min(k, start + chunk)
         part = None if noise is None else [n[start:stop] for n in noise]
-        log_w = model.log_weights(x, stop - start, generator, part).double()
+        log_w = model.log_weights(x, stop - start, generator, part, **given).double()
         lse = torch.logsumexp(log_w, 0)
         total = lse if total is None else torch.logaddexp(total, lse)
     return total - math.log(k)
@@ -85,20 +88,23 @@ def dataset_log_likelihood(
     batch: int = 20,
     chunk: int = 1000,
     progress: Progress | None = None,
+    condition: Tensor | None = None,
 ) -> Tensor:
     """L_k per data point over a whole (already binary) dataset, `batch` points at a time."""
     out = []
     for i in range(0, x.shape[0], batch):
-        out.append(log_likelihood(model, x[i : i + batch], k, generator, chunk))
+        c = None if condition is None else condition[i : i + batch]
+        out.append(log_likelihood(model, x[i : i + batch], k, generator, chunk, condition=c))
         if progress:
             progress.update(min(i + batch, x.shape[0]))
     return torch.cat(out)
 
 
 @torch.no_grad()
-def unit_variances(model, x: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+def unit_variances(model, x: Tensor, generator: torch.Generator | None = None, condition=None) -> list[Tensor]:
     """Per stochastic layer, the variance over data points of each unit's posterior mean."""
-    return [mu.double().var(0, unbiased=False) for mu in model.posterior_means(x, generator)]
+    given = {} if condition is None else {"condition": condition}
+    return [mu.double().var(0, unbiased=False) for mu in model.posterior_means(x, generator, **given)]
 
 
 def _summary(ll: Tensor) -> dict:
@@ -138,27 +144,50 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
 
     # the whole test set is binarised, then subsampled: a point gets the same bits in every
     # evaluation, whatever the subset's size
-    x_test = binary(data.test)[subset(data.test.shape[0], cfg.test_points).to(dev)]
+    test_points = subset(data.test.shape[0], cfg.test_points).to(dev)
+    test_set = binary(data.test)  # once: every analysis below sees the same bits of a point
+    x_test = test_set[test_points]
+    # a conditional model is evaluated given each point's label: L_k of log p(x | y)
+    conditional = getattr(model, "condition_dim", 0) > 0
+
+    def labels(split: str, rows: Tensor) -> Tensor | None:
+        return labels_one_hot(data, split)[rows].to(dev) if conditional else None
+
+    c_test = labels("test", test_points)
     n_test = x_test.shape[0]
     bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=False if quiet else None)
-    ll = dataset_log_likelihood(backend, x_test, k, gen, batch, chunk, bar)
+    ll = dataset_log_likelihood(backend, x_test, k, gen, batch, chunk, bar, condition=c_test)
     bar.close()
     record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": cfg.seed, "test": _summary(ll)}
     record["test"]["of"] = data.test.shape[0]
+    record["test"]["conditional"] = conditional  # log p(x | y), not log p(x)
     # per point, in the order of the (sorted) subset, for differences paired on the same points
     record["test"]["per_point"] = [round(v, 4) for v in ll.tolist()]
     record["bounds"] = {
-        str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk)) for kk in cfg.extra_k
+        str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk, condition=c_test))
+        for kk in cfg.extra_k
     }
     if cfg.train_points:
         # drawn from the training points the run saw (its train_subset, if any)
         seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
-        x_train = binary(data.train[:seen][subset(seen, cfg.train_points).to(dev)])
-        record["train"] = _summary(dataset_log_likelihood(backend, x_train, k, gen, batch, chunk))
+        rows = subset(seen, cfg.train_points).to(dev)
+        x_train = binary(data.train[:seen][rows])
+        record["train"] = _summary(
+            dataset_log_likelihood(backend, x_train, k, gen, batch, chunk, condition=labels("train", rows))
+        )
         record["train"]["of"] = seen
     if cfg.hmc_points:
-        record["marginal"] = marginal_likelihoods(model, backend, data, binary, state, cfg, gen, chunk)
-    variances = unit_variances(model, binary(data.train[: cfg.active_points]), gen)
+        record["marginal"] = marginal_likelihoods(model, backend, data, binary, test_set, state, cfg, gen, chunk)
+    if cfg.mixture_points:
+        if not conditional:
+            raise UserError(f"{model_path}: mixture_points needs a model conditioned on the label")
+        record["mixture"] = label_mixture(backend, test_set, data, cfg, gen, chunk)
+    if cfg.posterior_points:
+        record["posterior"] = posterior_on_grids(model, backend, test_set, cfg, gen, chunk)
+    if cfg.snis_samples:
+        record["layers"] = latent_layers(model, test_set, data, cfg, gen)
+    rows = torch.arange(min(cfg.active_points, data.train.shape[0]), device=dev)
+    variances = unit_variances(model, binary(data.train[: cfg.active_points]), gen, labels("train", rows))
     record["active_units"] = {
         "threshold": ACTIVE_THRESHOLD,
         "points": min(cfg.active_points, data.train.shape[0]),
@@ -178,7 +207,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     return record
 
 
-def marginal_likelihoods(model, backend, data, binary, state: dict, cfg: EvalConfig, gen, chunk: int) -> dict:
+def marginal_likelihoods(model, backend, data, binary, test_set, state: dict, cfg: EvalConfig, gen, chunk: int) -> dict:
     """Kingma & Welling's HMC estimate of log p(x) and L_k on the same random points of the
     training points the run saw and of the test set (per split: both means, their paired
     difference, the sampler's acceptance rate)."""
@@ -186,13 +215,106 @@ def marginal_likelihoods(model, backend, data, binary, state: dict, cfg: EvalCon
 
     seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
     out = {"hmc": vars(HMCConfig())}
-    for split, x, n in (("train", data.train[:seen], seen), ("test", data.test, data.test.shape[0])):
-        points = binary(x)[subset(n, cfg.hmc_points).to(x.device)]
+    for split, x, n in (("train", binary(data.train[:seen]), seen), ("test", test_set, data.test.shape[0])):
+        points = x[subset(n, cfg.hmc_points).to(x.device)]
         hmc, stats = log_marginal(model, points, HMCConfig(), gen)
         lk = dataset_log_likelihood(backend, points, cfg.k, gen, cfg.batch, chunk)
         out[split] = {"hmc": _summary(hmc), f"L_{cfg.k}": _summary(lk), "hmc_minus_lk": _summary(hmc - lk),
                       "accept_rate": stats["accept_rate"].mean().item(), "of": n}  # fmt: skip
     return out
+
+
+def labels_one_hot(data, split: str) -> Tensor:
+    from iwae.train import labels_one_hot as one_hot
+
+    return one_hot(data, split)
+
+
+def label_mixture(backend, x_test: Tensor, data, cfg: EvalConfig, gen, chunk: int) -> dict:
+    """log p(x) = log sum_y (1/C) p(x | y) of a label-conditional model, from L_k of each
+    log p(x | y) on random test points (the same points for every run); beside it L_k of
+    log p(x | y) given the true label, which the mixture can never fall below by more than
+    log C (on the same estimates it never does)."""
+    points = subset(x_test.shape[0], cfg.mixture_points).to(x_test.device)
+    x, true = x_test[points], data.labels_of("test")[points]
+    classes = int(data.labels_of("train").max()) + 1
+    mixture, per_label = mixture_log_likelihood(backend, x, classes, cfg.k, gen, cfg.batch, chunk)
+    given_true = per_label.gather(1, true[:, None]).squeeze(1)
+    return {"points": len(points), "classes": classes, "k": cfg.k, "log_p_x": _summary(mixture),
+            "log_p_x_given_y": _summary(given_true), "label_accuracy": (per_label.argmax(1) == true).double().mean().item(),
+            "mixture_minus_true_label": _summary(mixture - given_true)}  # fmt: skip
+
+
+def mixture_log_likelihood(backend, x: Tensor, classes: int, k: int, gen, batch: int = 20, chunk: int = 1000):
+    """log sum_y (1/C) p(x | y) per row of x from L_k of every log p(x | y): (mixture (N,),
+    the per-label estimates (N, C))."""
+    per_label = []
+    for y in range(classes):
+        c = torch.zeros(x.shape[0], classes, dtype=x.dtype, device=x.device)
+        c[:, y] = 1
+        per_label.append(dataset_log_likelihood(backend, x, k, gen, batch, chunk, condition=c))
+    per_label = torch.stack(per_label, 1)
+    return torch.logsumexp(per_label, 1) - math.log(classes), per_label
+
+
+def posterior_on_grids(model, backend, x_test: Tensor, cfg: EvalConfig, gen, chunk: int) -> dict:
+    """For random test points of a model with a 2-D latent space: log p(x) by quadrature on
+    an adaptive grid beside L_k and the ELBO, KL(q || p) on the grid, the posterior mass at
+    the grid's edge, and the effective sample size of k = 5000 importance weights."""
+    from iwae.posterior import effective_sample_size, grid_posterior, kl_q_p
+
+    points = subset(x_test.shape[0], cfg.posterior_points).to(x_test.device)
+    rows = []
+    for i in points.tolist():
+        x = x_test[i]
+        grid = grid_posterior(model, x)
+        log_w = torch.cat([backend.log_weights(x[None], min(chunk, cfg.k - s), gen).double()
+                           for s in range(0, cfg.k, chunk)])  # fmt: skip
+        rows.append({
+            "point": i, "grid_log_p_x": grid.log_p_x,
+            "lk": (torch.logsumexp(log_w[:, 0], 0) - math.log(cfg.k)).item(), "elbo": log_w[:, 0].mean().item(),
+            "kl_q_p": kl_q_p(model, x, grid), "edge_mass": grid.edge_mass(), "ess": effective_sample_size(log_w)[0].item(),
+        })  # fmt: skip
+    mean = {key: sum(r[key] for r in rows) / len(rows) for key in rows[0] if key != "point"}
+    return {"points": len(rows), "k": cfg.k, "mean": mean, "per_point": rows}
+
+
+def latent_layers(model, x_test: Tensor, data, cfg: EvalConfig, gen) -> list[dict]:
+    """Per stochastic layer, on the test set: posterior means by self-normalised importance
+    sampling (`snis_samples` samples), the active units among them, and how well they
+    separate the labels (5-nearest-neighbour accuracy, the first half of the test points
+    classifying the second)."""
+    from iwae.posterior import snis_means
+
+    means = []
+    for i in range(0, x_test.shape[0], 500):
+        means.append(snis_means(model, x_test[i : i + 500], cfg.snis_samples, gen))
+    layers = [torch.cat([m[j] for m in means]) for j in range(len(means[0]))]
+    labels = data.labels_of("test") if data.labels is not None else None
+    out = []
+    for mu in layers:
+        variance = mu.var(0, unbiased=False)
+        entry = {"units": mu.shape[1], "active": int((variance > ACTIVE_THRESHOLD).sum())}
+        if labels is not None:
+            entry["knn5_accuracy"] = knn_accuracy(mu, labels.to(mu.device), 5)
+        out.append(entry)
+    return out
+
+
+def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
+    """k-nearest-neighbour label accuracy: the first half of the rows classifies the second
+    (majority vote, ties to the nearest)."""
+    half = features.shape[0] // 2
+    reference, query = features[:half].double(), features[half:].double()
+    votes = []
+    for i in range(0, query.shape[0], 1000):
+        distance = torch.cdist(query[i : i + 1000], reference)
+        nearest = distance.topk(k, largest=False).indices  # (q, k), nearest first
+        neighbours = labels[:half][nearest]
+        counts = torch.nn.functional.one_hot(neighbours, int(labels.max()) + 1).sum(1).double()
+        counts += 0.5 * torch.nn.functional.one_hot(neighbours[:, 0], counts.shape[1])  # ties: the nearest
+        votes.append(counts.argmax(1))
+    return (torch.cat(votes) == labels[half:]).double().mean().item()
 
 
 def _read_json(path: Path) -> dict:

@@ -40,6 +40,16 @@ FIGURE_KINDS = {
     "ml_vs_samples": "per part (or dataset), runs with marginal-likelihood curves: HMC log p(x) against samples seen",
     "manifold": "per run with a 2-D latent space: decoded means on a grid of latent values",
     "latents": "per run with a 2-D latent space on labelled data: test points' posterior means by label",
+    "posterior": "per run with a 2-D latent space: the true posterior on a grid, q, SIR samples, reconstructions",
+    "pca": "per run with several stochastic layers on labelled data: each layer's posterior means, by label",
+    "by_label": "per label-conditional run: samples of p(x | y) for every label",
+}
+PER_RUN = {  # per-run figure kinds (figures/<experiment>/<kind>/<run>) and the runs they are drawn for
+    "manifold": lambda r: r.latent_2d,
+    "latents": lambda r: r.latent_2d and catalogue.get(r.dataset).labelled,
+    "posterior": lambda r: r.latent_2d and not r.conditional,
+    "pca": lambda r: Architecture.parse(r.layers).n_stochastic > 1 and catalogue.get(r.dataset).labelled,
+    "by_label": lambda r: r.conditional,
 }
 DEFAULT_FIGURES = ("curves", "variances", "weights", "nll_vs_k", "samples")
 PER_GROUP = ("curves", "variances")  # one figure per (dataset, architecture)
@@ -94,6 +104,10 @@ class Run:
         """One stochastic layer of two units: the latent space can be drawn."""
         spec = Architecture.parse(self.layers)
         return spec.n_stochastic == 1 and spec.latent_sizes == [2]
+
+    @property
+    def conditional(self) -> bool:
+        return self.protocol.get("condition", "none") != "none"
 
     @property
     def section(self) -> str:
@@ -159,8 +173,7 @@ class Experiment:
             stems += [f"bound_vs_samples_{section}" for section in self.sections(lambda r: r.curve and not r.ml_curve)]
         if "ml_vs_samples" in kinds:
             stems += [f"ml_vs_samples_{section}" for section in self.sections(lambda r: r.ml_curve)]
-        for kind, which in (("manifold", lambda r: r.latent_2d),
-                            ("latents", lambda r: r.latent_2d and catalogue.get(r.dataset).labelled)):  # fmt: skip
+        for kind, which in PER_RUN.items():
             if kind in kinds:
                 stems += [f"{kind}/{run.id}" for run in self.runs if which(run)]
         if "samples" in kinds and self.samples_figure:

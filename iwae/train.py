@@ -55,12 +55,20 @@ class Position:
 
 
 def train_step(
-    backend, objective: Objective, optimizer: Adam, x: torch.Tensor, k: int, generator, weight_prior=None
+    backend,
+    objective: Objective,
+    optimizer: Adam,
+    x: torch.Tensor,
+    k: int,
+    generator,
+    weight_prior=None,
+    condition: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One step: k samples per point of the minibatch x, the objective's gradient (plus a
-    weight prior's, in MAP training), an optimizer step. Returns the objective per point
-    (B,), left on the device."""
-    fp = backend.forward(x, k, generator, stop_q=objective.stops_q)
+    """One step: k samples per point of the minibatch x (given its rows of `condition`, for
+    a conditional model), the objective's gradient (plus a weight prior's, in MAP training),
+    an optimizer step. Returns the objective per point (B,), left on the device."""
+    given = {} if condition is None else {"condition": condition}
+    fp = backend.forward(x, k, generator, stop_q=objective.stops_q, **given)
     terms = {name: fp.terms[name].detach() for name in objective.terms} if objective.terms else None
     estimate = objective(fp.log_w.detach(), terms)
     backend.backward(fp, estimate.coefficients)
@@ -76,7 +84,8 @@ def data_step(trainer: Trainer, rows: torch.Tensor, total: torch.Tensor) -> None
     x = torch.index_select(trainer.x, 0, rows)
     if trainer.binarize:
         x = datasets.binarize(x, trainer.gen)
-    bound = train_step(trainer.backend, trainer.objective, trainer.opt, x, trainer.cfg.k, trainer.gen, trainer.prior)
+    c = None if trainer.c is None else torch.index_select(trainer.c, 0, rows)
+    bound = train_step(trainer.backend, trainer.objective, trainer.opt, x, trainer.cfg.k, trainer.gen, trainer.prior, c)
     total += bound.sum()
 
 
@@ -143,7 +152,10 @@ class Trainer:
         self.binarize = self.data.dynamic and not cfg.grey_levels
         self.objective = Objective.parse(cfg.objective)
         likelihood = self.data.likelihood if cfg.likelihood == "auto" else cfg.likelihood
-        self.model = models.build(cfg, self.x.shape[1], self.device, likelihood)
+        # a conditional model's condition: the one-hot labels of the training points
+        self.c = labels_one_hot(self.data, "train")[: self.x.shape[0]] if cfg.condition == "label" else None
+        classes = 0 if self.c is None else self.c.shape[1]
+        self.model = models.build(cfg, self.x.shape[1], self.device, likelihood, classes)
         self.backend = backends.select(self.model, cfg.backend)
         self.opt = self._optimizer(cfg.lr)
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
@@ -177,7 +189,9 @@ class Trainer:
         x = self.data.valid
         if self.binarize:
             x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(123)).to(self.device)
-        return x[subset(x.shape[0], self.cfg.valid_points).to(self.device)]
+        chosen = subset(x.shape[0], self.cfg.valid_points).to(self.device)
+        self.c_valid = labels_one_hot(self.data, "valid")[chosen] if self.c is not None else None
+        return x[chosen]
 
     def validation_bound(self) -> float:
         """Mean L_k over the validation points, from a stream of its own (seeded by the run
@@ -186,8 +200,9 @@ class Trainer:
 
         gen = torch.Generator(device=self.device).manual_seed(self.cfg.seed * 100_003 + self.done_epochs)
         ll = dataset_log_likelihood(
-            self.backend, self.x_valid, self.cfg.valid_k, gen, 20, default_chunk(self.device, 20)
-        )
+            self.backend, self.x_valid, self.cfg.valid_k, gen, 20, default_chunk(self.device, 20),
+            condition=self.c_valid,
+        )  # fmt: skip
         return ll.mean().item()
 
     # ---------------------------------------------------------------- state
@@ -419,6 +434,12 @@ class Trainer:
         )
         write_json(self.out_dir / "train.json", record)
         return record
+
+
+def labels_one_hot(data: datasets.Data, split: str) -> torch.Tensor:
+    """The labels of a split as one-hot rows in the data's dtype (a conditional model's input)."""
+    labels = data.labels_of(split)
+    return torch.nn.functional.one_hot(labels, int(data.labels_of("train").max()) + 1).to(data.train.dtype)
 
 
 def _continue_from(path: str, model, opt: Adam) -> None:

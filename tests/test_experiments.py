@@ -236,3 +236,25 @@ def test_bad_parts_and_figures_name_their_key(changes, key):
     config["experiments"]["aevb"].update(changes)
     with pytest.raises(UserError, match=key):
         Plan.from_config(config)
+
+
+def test_posterior_experiment_runs_and_figures():
+    """nbip's tasks: a 2-D part, a 2-layer part, conditional runs named by their prior, and
+    the unconditional baseline; each figure drawn for the runs it applies to."""
+    plan = Plan.from_config(CONFIG)
+    exp = plan.experiments["posterior"]
+    assert len(exp.runs) == 2 + 2 + 6 + 3
+    given = plan.run("posterior", "mnist-L200x200x100-iwae-k50-label_prior-s1")
+    assert given.conditional and given.train_options()["prior"] == "label"
+    assert given.eval_options()["mixture_points"] == 1000
+    assert not plan.run("posterior", "mnist-L200x200x100-iwae-k50-s1").conditional
+    figures = exp.figures()
+    assert [f for f in figures if f.startswith("posterior/")] == [
+        "posterior/mnist-L200x200x2-iwae-k50-s1", "posterior/mnist-L200x200x2-vae-k50-s1"]  # fmt: skip
+    assert sum(f.startswith("pca/") for f in figures) == 2 and sum(f.startswith("by_label/") for f in figures) == 6
+    bad = with_changes(posterior={"parts": {"x": {"layers": ["200-200-2"], "objectives": ["iwae"], "k": [5],
+                                                 "variants": {"p": {"prior": "label"}}}}})  # fmt: skip
+    with pytest.raises(
+        UserError, match="experiments.posterior.parts.x.variants.p: prior: 'label' needs condition 'label'"
+    ):
+        Plan.from_config(bad)

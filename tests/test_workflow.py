@@ -215,7 +215,7 @@ def test_smoke_builds_every_output(smoke):
     assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
     assert (work / "results/report.tex").stat().st_size > 1000
     assert len(list((work / "results/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5
+    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7
 
 
 @pytest.mark.slow
@@ -248,7 +248,7 @@ def test_smoke_vs_paper_and_summary(smoke):
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
     with open(work / "results/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5  # every run of every experiment
+    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5 + 7  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
     record = json.loads((work / "results/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
@@ -317,6 +317,27 @@ def test_smoke_aevb_experiment(smoke):
         assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
     report = (work / "results/report.tex").read_text()
     assert "Auto-Encoding Variational Bayes" in report and "manifold/freyface-L20x2-sgvb-k1-s1" in report
+
+
+@pytest.mark.slow
+def test_smoke_posterior_experiment(smoke):
+    """nbip's tasks end to end: the grid posterior beside L_k, 5-NN accuracy per layer, a
+    conditional model evaluated given the label with its label mixture, their figures."""
+    work, _ = smoke
+    rows = {r[0]: r for r in _markdown_rows(work / "results/tables/posterior.md")}
+    twod = rows["20-2, IWAE k=50"]
+    assert abs(float(twod[2]) - float(twod[3])) < 1.0 and float(twod[5]) > 0  # grid log p(x) ~ L_k; KL > 0
+    assert len(rows["20-4/10-2, VAE k=50"][7].split(" / ")) == 2
+    given = rows["20-10, IWAE k=5, given y (label prior; test L_k of log p(x given y))"]
+    assert float(given[1]) < 0 and given[8] != "—"
+    record = json.loads((work / "results/runs/posterior/mnist-L20x10-iwae-k5-label_prior-s1/eval.json").read_text())
+    assert record["test"]["conditional"] and record["mixture"]["classes"] == 10
+    assert record["training"]["config"]["condition"] == "label" and record["training"]["backend"] == "autograd"
+    figures = work / "results/figures/posterior"
+    for name in ("posterior/mnist-L20x2-iwae-k50-s1", "pca/mnist-L20x4_10x2-vae-k50-s1",
+                 "by_label/mnist-L20x10-iwae-k5-standard_prior-s1", "latents/mnist-L20x2-vae-k50-s1"):  # fmt: skip
+        image = matplotlib.image.imread(figures / f"{name}.png")
+        assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
 
 
 @pytest.mark.slow

@@ -25,9 +25,10 @@ from iwae.models.random_weights import RandomWeightsModel
 FAMILIES = {"layered": LayeredModel, "aevb": AEVBModel, "random-weights": RandomWeightsModel}
 
 
-def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli"):
+def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli", classes: int = 0):
     """The model a training configuration (`iwae.config.TrainConfig`) describes, with the
-    observation model `likelihood` (the configuration's, or its dataset's for 'auto')."""
+    observation model `likelihood` (the configuration's, or its dataset's for 'auto') and,
+    for a model conditioned on the label, the number of classes."""
     architecture = Architecture.parse(config.layers)
     if config.random != "none":
         if likelihood != "bernoulli":
@@ -35,6 +36,8 @@ def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli"):
         return RandomWeightsModel(architecture, input_dim, device, random=config.random,
                                   log_sigma_init=config.weight_log_sigma_init)  # fmt: skip
     family = FAMILIES[config.family]
+    if config.condition == "label":
+        return family(architecture, input_dim, device, likelihood=likelihood, prior=config.prior, condition_dim=classes)
     return family(architecture, input_dim, device, likelihood=likelihood)
 
 

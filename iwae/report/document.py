@@ -16,7 +16,8 @@ from iwae.files import atomic_path, write_text
 from iwae.provenance import git_revision
 from iwae.report.tables import TABLE_BEGIN, TABLE_END
 
-PER_RUN = ("samples", "manifold", "latents")  # figure kinds drawn once per run, in a folder each
+PER_RUN = ("samples", "manifold", "latents", "posterior", "pca", "by_label")  # drawn once per run, a folder each
+WIDE = ("posterior", "pca")  # per-run figures shown at full width
 
 
 def _table_block(tex_path: Path) -> str:
@@ -53,7 +54,7 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
             continue
         per_run = f.parent.name in PER_RUN  # figures/<experiment>/<kind>/<run>.pdf
         exp = f.parent.parent.name if per_run else f.parent.name
-        kind = "samples" if per_run else "figures"
+        kind = "samples" if per_run and f.parent.name not in WIDE else "figures"
         experiments.setdefault(exp, {"tables": [], "figures": [], "samples": []})[kind].append(f)
     rev = git_revision()
     lines = [
@@ -81,7 +82,7 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         for f in sorted(parts["figures"]):
             lines += [r"\begin{center}", rf"\includegraphics[width=0.9\linewidth]{{{_rel(f, out)}}}", r"\end{center}"]
         if parts["samples"]:
-            lines.append(r"\subsection*{Per run: samples and reconstructions, manifolds, latent spaces}")
+            lines.append(r"\subsection*{Per run: samples, reconstructions, latent spaces, posteriors}")
             for f in sorted(parts["samples"]):
                 lines += [rf"\includegraphics[width=0.49\linewidth]{{{_rel(f, out)}}}"]
         lines.append(r"\clearpage")

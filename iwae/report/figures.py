@@ -16,6 +16,13 @@ manifold    per run with a 2-D latent space: decoded means on KW's 20 x 20 grid 
             values, z = inverse normal CDF of (i + 1/2) / 20 (KW's figure 4)
 latents     per run with a 2-D latent space on labelled data: posterior means of test points,
             coloured by label
+posterior   per run with a 2-D latent space: for random test digits, the true posterior on an
+            adaptive grid beside q's density, q samples and SIR samples, and the
+            reconstructions of both (nbip's task 1)
+pca         per run with several stochastic layers on labelled data: each layer's posterior
+            means (self-normalised importance sampling) projected on its first two principal
+            components, coloured by label (nbip's task 3)
+by_label    per label-conditional run: samples of p(x | y) for every label y
 """
 
 from __future__ import annotations
@@ -77,10 +84,17 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     data = datasets.load(Path(data_path))
     shape, binary = data.image_shape, data.dynamic and not state["config"].get("grey_levels", False)
     g = torch.Generator().manual_seed(seed)
-    drawn = model.sample(64, g).numpy()
-    x = data.test[subset(data.test.shape[0], 32)]  # test files can be sorted by class
+    chosen = subset(data.test.shape[0], 32)  # test files can be sorted by class
+    classes = getattr(model, "condition_dim", 0)
+    given = {}  # a model of p(x | y): samples for every label in turn, reconstructions given the true one
+    if classes:
+        given = {"condition": torch.eye(classes)[torch.arange(64) % classes]}
+    drawn = model.sample(64, g, **given).numpy()
+    x = data.test[chosen]
     x = datasets.binarize(x, g) if binary else x
-    rec = model.reconstruct(x, g).numpy()
+    if classes:
+        given = {"condition": torch.eye(classes)[data.labels_of("test")[chosen]]}
+    rec = model.reconstruct(x, g, **given).numpy()
     pairs = np.stack([x.numpy(), rec], 1).reshape(64, -1)  # original, reconstruction, ...
     invert = data.meta["binarization"] != "none"  # ink on paper; photographs as they are
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.8 * shape[0] / 28 * 20 / shape[1] if shape[1] < 28 else 4.8))
@@ -359,4 +373,129 @@ def weights(model_paths: list[Path], stem: Path) -> list[Path]:
     axes[0][1].set_title("log10 |m| / sigma (large: nearly a point value)", fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
+    return save(fig, stem)
+
+
+def _binary_test(data, grey_levels: bool = False):
+    """The test set binarised as evaluation does (seed 123, a CPU stream)."""
+    import torch
+
+    from iwae import datasets
+
+    if data.dynamic and not grey_levels:
+        return datasets.binarize(data.test, torch.Generator().manual_seed(123))
+    return data.test
+
+
+def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, samples: int = 5000,
+              replacement: bool = True) -> list[Path]:  # fmt: skip
+    """The true posterior of random test digits on a grid beside q, q samples and SIR
+    samples from them, and reconstructions of both (nbip's task 1)."""
+    import torch
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model
+    from iwae.evaluate import subset
+    from iwae.posterior import effective_sample_size, grid_posterior, importance_samples, sir
+
+    model = load_model(Path(model_path))
+    if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
+        raise UserError(f"{model_path}: the posterior figure needs one stochastic layer of 2 units")
+    data = datasets.load(Path(data_path))
+    test = _binary_test(data)
+    chosen = subset(test.shape[0], digits).tolist()
+    g = torch.Generator().manual_seed(0)
+    shape = data.image_shape
+    fig, axes = plt.subplots(digits, 5, figsize=(13, 2.7 * digits), squeeze=False,
+                             gridspec_kw={"width_ratios": [0.6, 1, 1, 1, 1]})  # fmt: skip
+    for row, i in zip(axes, chosen):
+        x = test[i]
+        grid = grid_posterior(model, x)
+        extent = [grid.xs[0].item(), grid.xs[-1].item(), grid.ys[0].item(), grid.ys[-1].item()]
+        p = grid.posterior.numpy()
+        q = torch.softmax(grid.log_q.double().flatten(), 0).view_as(grid.log_q).numpy()
+        layers, log_w = importance_samples(model, x[None], samples, g)
+        z, w = layers[0][:, 0], log_w[:, 0]
+        resampled = sir(z, w, 200, g, replacement)
+        row[0].imshow(1 - x.view(shape).numpy(), cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(f"test digit {i}", fontsize=8)
+        row[1].imshow(p, origin="lower", extent=extent, aspect="auto", cmap="Greys")
+        row[1].contour(q, levels=4, origin="lower", extent=extent, colors="tab:blue", linewidths=0.8)
+        row[1].set_title(f"p(z|x) (grey), q(z|x) (blue)\nlog p(x) = {grid.log_p_x:.2f} by quadrature", fontsize=8)
+        row[2].contour(p, levels=4, origin="lower", extent=extent, colors="0.6", linewidths=0.8)
+        row[2].scatter(*z[:200].T.numpy(), s=3, color="tab:blue", label="q samples")
+        row[2].scatter(*resampled.T.numpy(), s=3, color="tab:red", label="SIR samples")
+        row[2].set_xlim(extent[:2])
+        row[2].set_ylim(extent[2:])
+        ess = effective_sample_size(w[:, None])[0].item()
+        row[2].set_title(f"SIR {'with' if replacement else 'without'} replacement, ESS {ess:.0f} of {samples}",
+                         fontsize=8)  # fmt: skip
+        row[2].legend(fontsize=6, markerscale=3)
+        for ax, zs, what in ((row[3], z[:8], "of q samples"), (row[4], resampled[:8], "of SIR samples")):
+            with torch.no_grad():
+                means = model.likelihood.mean(model.net("decoder.p0", zs)).numpy()
+            ax.imshow(_tile(means, 4, shape), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"reconstructions {what}", fontsize=8)
+        for ax in (row[0], row[3], row[4]):
+            ax.axis("off")
+    fig.suptitle(Path(model_path).parent.name, fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points: int = 5000) -> list[Path]:
+    """Each stochastic layer's posterior means (self-normalised importance sampling) on its
+    first two principal components, coloured by label (nbip's task 3)."""
+    import torch
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model
+    from iwae.evaluate import knn_accuracy, subset
+    from iwae.posterior import snis_means
+
+    model = load_model(Path(model_path))
+    data = datasets.load(Path(data_path))
+    chosen = subset(data.test.shape[0], points)
+    x, labels = _binary_test(data)[chosen], data.labels_of("test")[chosen]
+    layers = snis_means(model, x, samples, torch.Generator().manual_seed(0))
+    fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.6), squeeze=False)
+    for j, (ax, mu) in enumerate(zip(axes[0], layers)):
+        centred = mu - mu.mean(0)
+        _, sv, v = torch.linalg.svd(centred, full_matrices=False)
+        proj = (centred @ v[:2].T).numpy() if mu.shape[1] > 2 else centred.numpy()
+        for digit in range(int(labels.max()) + 1):
+            ax.scatter(*proj[labels.numpy() == digit].T, s=3, alpha=0.6, color=plt.cm.tab10(digit % 10),
+                       label=str(digit))  # fmt: skip
+        explained = (sv[:2].square().sum() / sv.square().sum()).item() if mu.shape[1] > 2 else 1.0
+        ax.set_title(f"layer {j + 1} ({mu.shape[1]} units): {explained:.0%} of the variance; "
+                     f"5-NN accuracy {knn_accuracy(mu, labels, 5):.2f}", fontsize=8)  # fmt: skip
+        ax.set_xlabel("first principal component" if mu.shape[1] > 2 else "z_1")
+        ax.set_ylabel("second principal component" if mu.shape[1] > 2 else "z_2")
+    axes[0][-1].legend(markerscale=4, fontsize=7, title="label")
+    fig.suptitle(f"{Path(model_path).parent.name}: posterior means of {len(labels):,} test points "
+                 f"({samples} importance samples each)", fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def by_label(model_path: Path, data_path: Path, stem: Path, per_label: int = 10) -> list[Path]:
+    """Samples of p(x | y) of a label-conditional model, one row per label."""
+    import torch
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model
+
+    model = load_model(Path(model_path))
+    if not getattr(model, "condition_dim", 0):
+        raise UserError(f"{model_path}: the by_label figure needs a model conditioned on the label")
+    data = datasets.load(Path(data_path))
+    classes = model.condition_dim
+    c = torch.eye(classes).repeat_interleave(per_label, 0)
+    drawn = model.sample(classes * per_label, torch.Generator().manual_seed(0), condition=c).numpy()
+    fig, ax = plt.subplots(figsize=(0.6 * per_label, 0.6 * classes + 0.6))
+    ax.imshow(_tile(drawn, per_label, data.image_shape), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([(data.image_shape[0] + 1) * (y + 0.5) for y in range(classes)], [str(y) for y in range(classes)])
+    ax.set_xticks([])
+    ax.set_ylabel("label y")
+    ax.set_title(f"{Path(model_path).parent.name}: means of p(x | z, y), z ~ p(z | y)", fontsize=8)
     return save(fig, stem)

@@ -13,6 +13,8 @@ function in `iwae.report.tables`).
                001's values, with differences to IWAE paired on the same test points
     aevb       Kingma & Welling's experiments: final train and test bounds, L_k and the HMC
                marginal likelihood per run; their (qualitative) findings beside ours
+    posterior  nbip's tasks: per run L_k, the posterior on a grid (2-D latents), each layer's
+               5-NN label accuracy, the label mixture's log p(x); nbip's values beside ours
 
 Importing this module imports neither pandas nor PyTorch: the config checks read it.
 """
@@ -57,6 +59,12 @@ def _aevb(df):
     return tables.aevb(df)
 
 
+def _posterior(df):
+    from iwae.report import tables
+
+    return tables.posterior(df)
+
+
 def _two_stage(df):
     from iwae.report import tables
 
@@ -71,6 +79,7 @@ LAYOUTS = {
         Layout("two-stage", ("two-stage",), _two_stage),
         Layout("random-weights", ("grid",), _random_weights),
         Layout("aevb", ("grid",), _aevb),
+        Layout("posterior", ("grid",), _posterior),
     )
 }
 DEFAULT = {"grid": "nll-au", "two-stage": "two-stage"}  # per experiment type

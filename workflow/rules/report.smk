@@ -98,13 +98,14 @@ rule run_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
     wildcard_constraints:
-        kind="manifold|latents",
+        kind="manifold|latents|posterior|pca|by_label",
     conda:
         "../../envs/iwae.yaml"
     params:
         stem=lambda wildcards, output: stem(output[0]),
+        kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
-        "python -m iwae report figure {wildcards.kind} --model {input.model} --data {input.data} --out-stem {params.stem}"
+        "python -m iwae report figure {params.kind} --model {input.model} --data {input.data} --out-stem {params.stem}"
         " > {log} 2>&1"
 
 

@@ -1,0 +1,145 @@
+"""nbip's tasks (seed 004): the posterior on a grid, self-normalised importance sampling,
+sampling-importance-resampling, conditioning on the label and the label mixture."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from iwae import datasets, posterior
+from iwae.architecture import Architecture
+from iwae.config import TrainConfig
+from iwae.evaluate import knn_accuracy, log_likelihood, mixture_log_likelihood
+from iwae.models import LayeredModel
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def trained_2d(prepared, tmp_path_factory):
+    """A model with a 2-D latent space, trained briefly on real MNIST, and test digits."""
+    from iwae.train import train
+
+    out = tmp_path_factory.mktemp("twod") / "run"
+    cfg = TrainConfig(data=str(prepared["mnist"]), layers="100-2", k=5, epochs_per_stage=[3], train_subset=3000,
+                      threads=2)  # fmt: skip
+    train(cfg, out, quiet=True)
+    from iwae.checkpoints import load_model
+
+    data = datasets.load(prepared["mnist"])
+    x = datasets.binarize(data.test[:200:20], torch.Generator().manual_seed(123))
+    return load_model(out / "model.pt"), x
+
+
+def test_grid_log_p_x_agrees_with_l5000_and_holds_the_mass(trained_2d):
+    model, x = trained_2d
+    g = torch.Generator().manual_seed(0)
+    grid_values, lk = [], []
+    for row in x:
+        grid = posterior.grid_posterior(model, row)
+        assert grid.edge_mass() < 1e-4  # the adaptive box holds the posterior
+        grid_values.append(grid.log_p_x)
+        lk.append(log_likelihood(model, row[None], 5000, g, 1000).item())
+    assert abs(np.mean(grid_values) - np.mean(lk)) < 0.05, (np.mean(grid_values), np.mean(lk))
+
+
+def test_elbo_is_log_p_x_minus_kl_on_the_grid(trained_2d):
+    """ELBO = log p(x) - KL(q || p): the Monte Carlo ELBO against the grid's log p(x) and KL,
+    also where q is much broader than the posterior."""
+    model, x = trained_2d
+    g = torch.Generator().manual_seed(7)
+    gaps = []
+    for row in x[:5]:
+        grid = posterior.grid_posterior(model, row)
+        kl = posterior.kl_q_p(model, row, grid)
+        elbo = model.log_weights(row[None], 20000, g).double().mean().item()
+        gaps.append(elbo - (grid.log_p_x - kl))
+        assert kl > 0
+    assert abs(np.mean(gaps)) < 0.05, gaps
+
+
+def test_self_normalised_means_converge_to_the_grid_mean(trained_2d):
+    model, x = trained_2d
+    g = torch.Generator().manual_seed(1)
+    errors = {}
+    for k in (10, 20000):
+        error = []
+        for row in x[:5]:
+            exact = posterior.grid_posterior(model, row).mean()
+            estimate = posterior.snis_means(model, row[None], k, g)[0][0]
+            error.append((estimate - exact).norm().item())
+        errors[k] = np.mean(error)
+    assert errors[20000] < 0.02 and errors[20000] < errors[10] / 3, errors
+
+
+def test_sir_with_replacement_reproduces_a_known_gaussian():
+    """Target N(1, 0.5^2), proposal N(0, 2^2): resampling with replacement gives the target's
+    moments; without replacement (nbip's choice) the draws stay closer to the proposal."""
+    g = torch.Generator().manual_seed(2)
+    z = 2.0 * torch.randn(100_000, 1, generator=g, dtype=F64)
+    target, proposal = torch.distributions.Normal(1.0, 0.5), torch.distributions.Normal(0.0, 2.0)
+    log_w = target.log_prob(z[:, 0]) - proposal.log_prob(z[:, 0])
+    drawn = posterior.sir(z, log_w, 20_000, g)
+    assert abs(drawn.mean().item() - 1.0) < 0.02 and abs(drawn.std().item() - 0.5) < 0.02
+    distinct = posterior.sir(z, log_w, 50_000, g, replacement=False)
+    assert distinct.std().item() > 0.6  # biased towards q
+    ess = posterior.effective_sample_size(log_w[:, None])[0].item()
+    assert 0.1 * 100_000 < ess < 0.5 * 100_000  # about k / (E[w^2]) for these two Gaussians
+
+
+def _conditional_pair(prior: str):
+    """A conditional model whose label weights are zero, and the unconditional model with the
+    same other parameters."""
+    arch = Architecture.parse("12-3/8-2")
+    plain = LayeredModel(arch, 10, dtype=F64)
+    plain.initialize(0, output_bias=np.random.RandomState(0).randn(10) * 0.3)
+    plain.buffer.data.add_(torch.randn(plain.buffer.data.shape, generator=torch.Generator().manual_seed(0),
+                                       dtype=F64) * 0.1)  # fmt: skip
+    given = LayeredModel(arch, 10, dtype=F64, prior=prior, condition_dim=10)
+    given.initialize(1)
+    for name in given.buffer.slices:
+        target = given.buffer.param(name)
+        if name.startswith("prior."):
+            target.zero_()  # mean 0, log sigma 0: the standard normal
+        elif name.endswith(".w0"):  # first layer: the rows of the input, then the label's rows
+            source = plain.buffer.param(name)
+            target.zero_()
+            target[: source.shape[0]].copy_(source)
+        else:
+            target.copy_(plain.buffer.param(name))
+    return plain, given
+
+
+@pytest.mark.parametrize("prior", ["standard", "label"])
+def test_zero_label_weights_make_the_conditional_model_the_unconditional_one(prior):
+    plain, given = _conditional_pair(prior)
+    g = torch.Generator().manual_seed(3)
+    x = (torch.rand(4, 10, generator=g, dtype=F64) < 0.4).double()
+    noise = [torch.randn(6, 4, d, generator=g, dtype=F64) for d in (3, 2)]
+    c = torch.nn.functional.one_hot(torch.tensor([0, 3, 9, 3]), 10).double()
+    torch.testing.assert_close(given.log_weights(x, 6, noise=noise, condition=c), plain.log_weights(x, 6, noise=noise),
+                               rtol=0, atol=1e-12)  # fmt: skip
+
+
+def test_the_label_mixture_is_never_below_its_single_label_terms():
+    _, given = _conditional_pair("label")
+    given.buffer.data.add_(torch.randn(given.buffer.data.shape, generator=torch.Generator().manual_seed(4),
+                                       dtype=F64) * 0.3)  # labels now matter  # fmt: skip
+    g = torch.Generator().manual_seed(5)
+    x = (torch.rand(7, 10, generator=g, dtype=F64) < 0.4).double()
+    mixture, per_label = mixture_log_likelihood(given, x, 10, 200, g, batch=7, chunk=50)
+    assert per_label.shape == (7, 10) and per_label.std(1).min() > 0.01  # the labels change p(x | y)
+    assert (mixture[:, None] >= per_label - math.log(10) - 1e-12).all()
+    torch.testing.assert_close(mixture, torch.logsumexp(per_label, 1) - math.log(10))
+
+
+def test_knn_accuracy_separates_what_is_separable():
+    g = torch.Generator().manual_seed(6)
+    labels = torch.arange(400) % 4
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    features = centres[labels] + torch.randn(400, 2, generator=g)
+    assert knn_accuracy(features, labels, 5) == 1.0
+    assert knn_accuracy(torch.randn(400, 2, generator=g), labels, 5) < 0.4  # no information: chance
