@@ -337,6 +337,11 @@ class EvalConfig(_Options):
     test_points: int | None = _opt(None, "N test points drawn at random, the same for every run; none: all of them")
     extra_k: list[int] = _opt([], "also report L_k for these k, e.g. 64 (Rainforth et al.'s IWAE-64)")
     train_points: int = _opt(0, "also L_k on N random training points the run trained on (train-test gap)")
+    valid_points: int = _opt(
+        1000,
+        "also L_k on N random points of the validation split (all of them when it has fewer): with train_points, "
+        "overfitting (validation against training) and a test set's own shift (test against validation) apart; 0: none",
+    )
     active_points: int = _opt(500, "training points for the active-unit count (official code: 500)")
     mixture_points: int = _opt(
         0,
@@ -379,7 +384,7 @@ class EvalConfig(_Options):
             "extra_k",
             "must be a list of positive integers",
         )
-        for key in ("train_points", "hmc_points", "mixture_points", "posterior_points", "snis_samples"):
+        for key in ("train_points", "valid_points", "hmc_points", "mixture_points", "posterior_points", "snis_samples"):
             self._need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
         self._need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         self._need(isinstance(self.samples_figure, bool), "samples_figure", "must be true or false")

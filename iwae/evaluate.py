@@ -5,7 +5,8 @@ size and combined by log-sum-exp in float64, so chunking changes memory use, not
 The test set is binarised once with a fixed, recorded seed (as the official code), from a
 CPU random stream so that it is the same test set on every device and for every run.
 
-The paper evaluates the whole test set. A smaller evaluation (`test_points`, `train_points`)
+The paper evaluates the whole test set. A smaller evaluation (`test_points`, `train_points`,
+`valid_points`)
 uses points drawn at random, the same for every run, never the first N: test files can be
 sorted (Larochelle's binarised MNIST by digit, Omniglot by alphabet; MNIST's first 5,000 test
 images are the cleaner, easier half), so the first N points are a biased sample.
@@ -176,6 +177,13 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
             dataset_log_likelihood(backend, x_train, k, gen, batch, chunk, condition=labels("train", rows))
         )
         record["train"]["of"] = seen
+    if cfg.valid_points and data.valid.shape[0]:
+        rows = subset(data.valid.shape[0], cfg.valid_points).to(dev)
+        x_valid = binary(data.valid)[rows]
+        record["valid"] = _summary(
+            dataset_log_likelihood(backend, x_valid, k, gen, batch, chunk, condition=labels("valid", rows))
+        )
+        record["valid"]["of"] = data.valid.shape[0]
     if cfg.hmc_points:
         record["marginal"] = marginal_likelihoods(model, backend, data, binary, test_set, state, cfg, gen, chunk)
     if cfg.mixture_points:

@@ -145,6 +145,19 @@ def test_fixed_binarization_shows_the_train_test_gap(tmp_path):
     assert cmp.rows[0][5] == "87.63"  # the appendix value for IWAE k = 5
 
 
+def test_fixed_binarization_tells_overfitting_from_the_test_sets_shift(tmp_path):
+    """With the validation split evaluated too: train, validation and test side by side,
+    overfitting = valid - train, the test file's shift = test - valid."""
+    p = record(tmp_path, "fb", "mnist-fixed-1l-iwae-k5-s1", dataset="mnist-fixed", nll=88.0, train_nll=84.5)
+    rec = json.loads(p.read_text())
+    rec["valid"] = {"nll": 86.0, "log_likelihood": -86.0, "stderr": 0.5, "points": 1000, "of": 10000}
+    p.write_text(json.dumps(rec))
+    t = tables.nll_au(records.frame([p]))
+    assert t.columns[2:] == ["NLL", "valid NLL", "train NLL", "overfit", "shift", "active units"]
+    assert t.rows[0][2:7] == ["88.00", "86.00", "84.50", "1.50", "2.00"]
+    assert any("overfit = valid − train" in n for n in t.notes)
+
+
 def test_figures_are_written(tmp_path):
     paths = [
         record(tmp_path, "t", f"mnist-1l-{o}-k{k}-s{s}", objective=o, k=k, seed=s, nll=90 - k / 10 + s)

@@ -14,7 +14,7 @@ from iwae.errors import UserError
 COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
-    "train_nll", "train_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
+    "train_nll", "train_points", "valid_nll", "valid_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
     "eval_git_revision", "init_from", "random", "valid_k", "family", "latent", "hidden", "trained_on",
     "samples_seen", "grey_levels", "condition", "prior", "run_dir",
 ]  # fmt: skip
@@ -64,6 +64,8 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "iwae64": bound64["log_likelihood"] if bound64 else math.nan,
             "train_nll": train.get("nll", math.nan),
             "train_points": train.get("points", 0),
+            "valid_nll": (rec.get("valid") or {}).get("nll", math.nan),
+            "valid_points": (rec.get("valid") or {}).get("points", 0),
             "epochs": rec["training"]["epochs"],
             "train_seconds": rec["training"]["train_seconds"],
             "eval_seconds": rec["eval_seconds"],
@@ -112,6 +114,9 @@ def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             return "+".join(str(int(v)) for v in means)
         return "+".join(f"{v:.1f}" for v in means)
 
+    for optional in ("valid_nll",):  # frames built before the column existed
+        if optional not in df.columns:
+            df = df.assign(**{optional: math.nan})
     out = (
         df.groupby(keys, sort=False)
         .agg(
@@ -126,6 +131,8 @@ def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             iwae64_sd=("iwae64", "std"),
             train_nll=("train_nll", "mean"),
             train_nll_sd=("train_nll", "std"),
+            valid_nll=("valid_nll", "mean"),
+            valid_nll_sd=("valid_nll", "std"),
             dataset_label=("dataset_label", "first"),
             test_points=("test_points", "min"),
             test_selection=("test_selection", "first"),

@@ -177,7 +177,11 @@ def nll_au(df: pd.DataFrame) -> Table:
     datasets = list(dict.fromkeys(df["dataset"]))
     objectives = list(dict.fromkeys(df["objective"]))
     with_train = bool((df["train_points"] > 0).any())
-    sub = ["NLL", "train NLL", "gap", "active units"] if with_train else ["NLL", "active units"]
+    with_valid = with_train and "valid_points" in df.columns and bool((df["valid_points"] > 0).any())
+    sub = ["NLL", "active units"]
+    if with_train:
+        sub = ["NLL", "valid NLL", "train NLL", "overfit", "shift", "active units"] if with_valid else [
+            "NLL", "train NLL", "gap", "active units"]  # fmt: skip
     labels = dict(zip(df["dataset"], df["dataset_label"]))
     groups = [
         [("", 2)] + [(labels[d], len(objectives) * len(sub)) for d in datasets],
@@ -196,13 +200,24 @@ def nll_au(df: pd.DataFrame) -> Table:
                         row += [DASH] * len(sub)
                         continue
                     row.append(number(c.nll, c.nll_sd, c.n))
-                    if with_train:
+                    if with_valid:
+                        row.append(number(c.valid_nll, c.valid_nll_sd, c.n))
+                        row.append(number(c.train_nll, c.train_nll_sd, c.n))
+                        row += [number(c.valid_nll - c.train_nll), number(c.nll - c.valid_nll)]
+                    elif with_train:
                         row.append(number(c.train_nll, c.train_nll_sd, c.n))
                         row.append(number(c.nll - c.train_nll))
                     row.append(c.active_units)
             rows.append(row)
     notes = _protocol_notes(df)
-    if with_train:
+    if with_valid:
+        points = int(df.loc[df["valid_points"] > 0, "valid_points"].min())
+        notes.append(
+            f"train NLL: L_k on training points the run trained on; valid NLL: on {points:,} or more random points "
+            "of the validation split; overfit = valid − train NLL (the model's own overfitting); shift = test − "
+            "valid NLL (how much harder the test set is than unseen points of the training distribution)"
+        )
+    elif with_train:
         notes.append("train NLL: L_k on training points the run trained on; gap = test − train NLL")
     return Table(["stoch. layers", "k", *sub * (len(datasets) * len(objectives))], rows, groups, midrules, notes,
                  align="cc" + "r" * (len(sub) * len(datasets) * len(objectives)))  # fmt: skip
