@@ -235,12 +235,30 @@ def _title(text: str) -> tuple[str, str]:
     return name, title
 
 
+EXAMPLES = """examples:
+  python -m iwae fetch mnist                                   # raw files into resources/, verified
+  python -m iwae prepare mnist                                 # results/data/mnist.npz
+  python -m iwae train --out runs/m1 --data results/data/mnist.npz --layers 1 --objective iwae --k 50
+  python -m iwae evaluate --run runs/m1 --k 5000               # runs/m1/eval.json
+  python -m iwae bench --repeats 3                             # steps/s of both backends
+  python -m iwae report table --experiment table1 --layout nll-au --evals runs/*/eval.json
+
+in Python, a finished run: run = iwae.load_run("results/runs/table1/mnist-1l-iwae-k50-s1")
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from iwae.catalogue import CATALOGUE as DATASETS
     from iwae.config import BACKENDS, EvalConfig, TrainConfig
     from iwae.report.layouts import LAYOUTS
 
-    parser = _Parser(prog="iwae", description="Importance Weighted Autoencoders, reproduced.")
+    parser = _Parser(
+        prog="iwae",
+        description="Importance Weighted Autoencoders, reproduced. The Snakemake workflow calls these verbs; "
+        "each can be run by hand (every verb has --help).",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"iwae {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
 
