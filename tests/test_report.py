@@ -246,7 +246,7 @@ def test_aevb_table_and_findings(tmp_path):
     verdict = {r[1].split(" (")[0]: r[3] for r in findings.rows}
     assert verdict["the bound improves with Nz"] == "yes" and verdict["superfluous latents do not overfit"] == "yes"
     gap = next(r for r in findings.rows if "1,000 training points" in r[1])
-    assert "opens" in gap[1] and "gap 21.00" in gap[2]
+    assert "opens" in gap[1] and "gap 20.00" in gap[2] and "gap 21.00" in gap[2] and gap[3] == "yes"
     paths[2] = _aevb_record(tmp_path, "m10", 10, (-90.0, -130.0), grey=True)  # Nz = 10 falls behind and overfits
     ours, findings = tables.aevb(records.frame(paths))
     assert {r[1].split(" (")[0]: r[3] for r in findings.rows}["the bound improves with Nz"] == "no"

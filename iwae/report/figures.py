@@ -187,10 +187,15 @@ def bound_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("training samples evaluated")
     ax.set_ylabel(f"{objective_label(df['objective'].iloc[0])} bound per point (nats)")
-    ends = [c for r in df.itertuples() for c in _curve(r.run_dir)[-1:]]
-    low = min(min(c["train_bound"], c["test_bound"]) for c in ends)
-    high = max(max(c["train_bound"], c["test_bound"]) for c in ends)
-    ax.set_ylim(low - max(20.0, 0.5 * (high - low)), high + 0.1 * max(1.0, high - low))  # the late curves, as KW
+    # as KW's figure: from 10^5 samples on (from 1 % of the run for shorter runs), where the
+    # curves have left their starting values
+    curves = [_curve(r.run_dir) for r in df.itertuples()]
+    last = max(c[-1]["samples"] for c in curves)
+    start = 1e5 if last >= 1e7 else last / 100
+    shown = [v for c in curves for p in c if p["samples"] >= start for v in (p["train_bound"], p["test_bound"])]
+    low, high = min(shown), max(shown)
+    ax.set_xlim(start, last * 1.2)
+    ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     hidden = ", ".join(str(h) for h in sorted(set(df["hidden"])))
     ax.set_title(f"{df['dataset_label'].iloc[0]}, {hidden} hidden units: train (solid) and test (dashed)", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
@@ -203,7 +208,14 @@ def ml_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     panel per training-set size, with L_5000 on the same points as a check (KW figure 3)."""
     sizes = sorted(set(df["trained_on"]))
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.9), squeeze=False, sharey=True)
+    points = [c for r in df.itertuples() for c in _curve(r.run_dir) if c.get("train_ml") not in (None, "")]
+    last = max(c["samples"] for c in points)
+    start = 1e5 if last >= 1e7 else last / 100  # as KW's figure: once the curves have left their start
+    shown = [c[f"{s}_{q}"] for c in points if c["samples"] >= start for s in ("train", "test") for q in ("ml", "lk")]
+    span = max(shown) - min(shown)
     for ax, n in zip(axes[0], sizes):
+        ax.set_xlim(start, last * 1.3)
+        ax.set_ylim(min(shown) - 0.05 * span, max(shown) + 0.05 * span)
         for r in df[df["trained_on"] == n].sort_values("seed").itertuples():
             rows = [c for c in _curve(r.run_dir) if c.get("train_ml") not in (None, "")]
             samples = [c["samples"] for c in rows]

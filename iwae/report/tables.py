@@ -502,17 +502,22 @@ def aevb_findings(df: pd.DataFrame) -> Table:
                              else "no"])  # fmt: skip
         for z, c in runs:
             if c.get("train_ml") not in (None, ""):
-                gap = c["train_ml"] - c["test_ml"]
+                small = n is not None and n <= 5000
+                gap = c["train_bound"] - c["test_bound"]  # on the whole sets: the precise measure
+                ml_gap = c["train_ml"] - c["test_ml"]  # on random points of each: noisier
+                holds = gap > 2.0 if small else abs(gap) < 1.0
                 rows.append([f"{label}, {hidden} hidden, Nz={z}",
                              f"with {n:,} training points the train-test gap "
-                             + ("opens (figure 3)" if n is not None and n <= 5000 else "stays small (figure 3)"),
-                             f"HMC log p(x): train {c['train_ml']:.2f}, test {c['test_ml']:.2f}, gap {gap:.2f}",
-                             DASH])  # fmt: skip
+                             + ("opens (figure 3)" if small else "stays small (figure 3)"),
+                             f"bound: train {c['train_bound']:.2f}, test {c['test_bound']:.2f}, gap {gap:.2f}; "
+                             f"HMC log p(x): train {c['train_ml']:.2f}, test {c['test_ml']:.2f}, gap {ml_gap:.2f}",
+                             "yes" if holds else "no"])  # fmt: skip
     notes = [
         "Kingma & Welling (2014) give figures, not numbers: this is a qualitative comparison; 'yes' and 'no' "
         "apply our reading (rising within 0.5 nats; a gap at most 1 nat above that of the largest Nz up to 20)",
-        "the train-test gaps of figure 3 are for the reader to compare: KW show a gap that opens with 1,000 "
-        "training points and none with 50,000",
+        "figure 3: KW show a gap that opens with 1,000 training points and none with 50,000; we read it from the "
+        "bound on the whole training and test sets (a gap above 2 nats opens, below 1 nat stays small); the HMC "
+        "estimates are on random points of each set and noisier",
     ]
     return Table(["runs", "Kingma & Welling's finding", "ours (final curve point)", "holds?"], rows, notes=notes,
                  align="llll")  # fmt: skip
