@@ -10,6 +10,10 @@
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+# snakemake --report results/report.html: every table and figure with its caption, by experiment
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

@@ -144,7 +144,7 @@ class Experiment:
 
     def tables(self) -> list[str]:
         """Table files (under the tables directory) this experiment writes."""
-        return [f"{self.name}{suffix}.{ext}" for suffix in ("", "_vs_paper") for ext in ("tex", "md")]
+        return [f"{self.name}{suffix}.{ext}" for suffix in ("", "_vs_paper") for ext in ("tex", "md", "html")]
 
     def groups(self) -> dict[tuple[str, str], list[Run]]:
         out: dict[tuple[str, str], list[Run]] = {}

@@ -59,7 +59,8 @@ def test_default_config_is_table1_and_its_runs():
 def test_outputs_of_each_experiment():
     plan = Plan.from_config(CONFIG)
     table1 = plan.experiments["table1"]
-    assert table1.tables() == ["table1.tex", "table1.md", "table1_vs_paper.tex", "table1_vs_paper.md"]
+    assert table1.tables() == ["table1.tex", "table1.md", "table1.html", "table1_vs_paper.tex", "table1_vs_paper.md",
+                              "table1_vs_paper.html"]  # fmt: skip
     figures = table1.figures()
     assert "nll_vs_k" in figures and "curves_mnist_1l" in figures and "variances_omniglot_2l" in figures
     assert sum(f.startswith("samples/") for f in figures) == 24

@@ -343,6 +343,58 @@ def test_smoke_posterior_experiment(smoke):
         assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
 
 
+def _chromium() -> str | None:
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if found is None and os.environ.get("IWAE_REQUIRE_CHROMIUM") == "1":
+        pytest.fail("IWAE_REQUIRE_CHROMIUM=1 but no chromium on PATH (Debian's package chromium)")
+    return found
+
+
+@pytest.mark.slow
+def test_smoke_snakemake_report_renders_every_table_and_figure(smoke, tmp_path):
+    """snakemake --report builds one self-contained page holding every table (as HTML) and
+    every figure of every experiment with its caption, grouped by experiment; headless
+    Chromium renders it (its menu lists the experiments) and takes a screenshot."""
+    from iwae.experiments import Plan
+
+    work, _ = smoke
+    out = tmp_path / "report.html"
+    result = snakemake(work, "--cores", "1", "--configfile", SMOKE, "--report", out)
+    assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
+    page = out.read_text()
+    import yaml
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(config, yaml.safe_load(SMOKE.read_text()))
+    plan = Plan.from_config(config)
+    for name in plan.selected:
+        exp = plan.experiments[name]
+        for table in exp.tables():
+            if table.endswith(".html"):
+                assert f"results/tables/{table}" in page, table
+        for stem in exp.figures():
+            assert f"results/figures/{name}/{stem}.png" in page, stem
+        assert exp.title in page
+    assert "Training curves of the runs of" in page  # a caption, rendered with its wildcards
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium on PATH to render the report")
+    base = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000"]
+    dom = subprocess.run([*base, "--dump-dom", out.as_uri()], capture_output=True, text=True, timeout=300)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = dom.stdout
+    for title in ["All runs"] + [plan.experiments[name].title for name in plan.selected]:
+        assert re.search(r">\s*" + re.escape(title.replace("&", "&amp;")) + r"\s*<", rendered), title  # a menu entry
+    shot = tmp_path / "report.png"
+    subprocess.run([*base, "--window-size=1400,1000", f"--screenshot={shot}", out.as_uri()], capture_output=True,
+                   timeout=300)  # fmt: skip
+    image = matplotlib.image.imread(shot)
+    assert image.shape[:2] == (1000, 1400) and image[..., :3].std() > 0.05
+
+
 @pytest.mark.slow
 def test_smoke_figures_have_content(smoke):
     work, _ = smoke

@@ -38,7 +38,9 @@ def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
     df = records.frame(evals)
     with atomic_path(out_csv, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
-    write_text(out_md, tables.summary(df).markdown("All runs"))
+    table = tables.summary(df)
+    write_text(out_md, table.markdown("All runs"))
+    write_text(Path(out_md).with_suffix(".html"), table.html("All runs: one row per run, with its revisions"))
 
 
 def report_document(tables_: list[Path], figures_: list[Path], out: Path, titles: dict[str, str] | None = None) -> None:

@@ -60,6 +60,34 @@ class Table:
             out += "\n" + "\n".join(f"- {n}" for n in self.notes) + "\n"
         return out
 
+    def html(self, title: str = "") -> str:
+        """A page of its own (Snakemake's report shows it): the same header groups, rows and
+        notes as the LaTeX and Markdown renderings."""
+        from html import escape
+
+        head = []
+        for group in self.groups:
+            cells = "".join(
+                f'<th colspan="{stop - start}">{escape(label)}</th>' for label, start, stop in _spans(group)
+            )
+            head.append(f"<tr>{cells}</tr>")
+        head.append("<tr>" + "".join(f"<th>{escape(c)}</th>" for c in self.columns) + "</tr>")
+        body = []
+        for i, row in enumerate(self.rows):
+            rule = ' class="rule"' if i in self.midrules and i > 0 else ""
+            body.append(f"<tr{rule}>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>")
+        notes = "".join(f"<li>{escape(n)}</li>" for n in self.notes)
+        style = ("body{font-family:sans-serif;font-size:13px;margin:1em} table{border-collapse:collapse}"
+                 " th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}"
+                 " td:first-child,th:first-child{text-align:left} tr.rule td{border-top:2px solid #888}"
+                 " th{background:#f3f3f3} ul{color:#444}")  # fmt: skip
+        return (
+            f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{escape(title)}</title>'
+            f"<style>{style}</style></head><body>\n<h3>{escape(title)}</h3>\n"
+            f"<table>\n<thead>{''.join(head)}</thead>\n<tbody>{''.join(body)}</tbody>\n</table>\n"
+            f"<ul>{notes}</ul>\n</body></html>\n"
+        )
+
     def latex(self) -> str:
         """A document that compiles on its own (base LaTeX, booktabs, geometry, graphicx);
         the block between the BEGIN/END markers is what the report inlines."""
@@ -106,6 +134,7 @@ class Table:
 
         write_text(Path(f"{stem}.tex"), self.latex())
         write_text(Path(f"{stem}.md"), self.markdown(title))
+        write_text(Path(f"{stem}.html"), self.html(title))
 
 
 def _spans(group: list[tuple[str, int]]):

@@ -235,6 +235,42 @@ def samples_inputs(wildcards):
     }
 
 
+# ---------------------------------------------------------------- Snakemake's report
+
+FIGURE_TITLES = {
+    "curves": "Training curves",
+    "variances": "Posterior-mean variances (active units)",
+    "bound_vs_samples": "Bound against samples seen",
+    "ml_vs_samples": "Marginal likelihood against samples seen",
+    "manifold": "Learned manifolds",
+    "latents": "Latent spaces",
+    "posterior": "True and variational posteriors",
+    "pca": "Latent layers (PCA)",
+    "by_label": "Samples per label",
+}
+
+
+def experiment_category(wildcards):
+    """An experiment's section of the report: its title."""
+    return PLAN.experiments[wildcards.experiment].title
+
+
+def figure_subcategory(wildcards):
+    return FIGURE_TITLES[wildcards.kind]
+
+
+def group_labels(wildcards):
+    return {"dataset": wildcards.dataset, "layers": wildcards.tag}
+
+
+def section_labels(wildcards):
+    return {"part": wildcards.section}
+
+
+def run_labels(wildcards):
+    return {"run": wildcards.run}
+
+
 # ---------------------------------------------------------------- targets
 
 

@@ -5,12 +5,23 @@ rule table:
     input:
         unpack(table_inputs),
     output:
-        multiext(
-            f"{RESULTS}/tables/{{experiment}}",
-            ".tex",
-            ".md",
-            "_vs_paper.tex",
-            "_vs_paper.md",
+        tex=f"{RESULTS}/tables/{{experiment}}.tex",
+        md=f"{RESULTS}/tables/{{experiment}}.md",
+        html=report(
+            f"{RESULTS}/tables/{{experiment}}.html",
+            caption="../report/table.rst",
+            category=experiment_category,
+            subcategory="Tables",
+            labels=lambda wildcards: {"table": "ours"},
+        ),
+        cmp_tex=f"{RESULTS}/tables/{{experiment}}_vs_paper.tex",
+        cmp_md=f"{RESULTS}/tables/{{experiment}}_vs_paper.md",
+        cmp_html=report(
+            f"{RESULTS}/tables/{{experiment}}_vs_paper.html",
+            caption="../report/table_vs_paper.rst",
+            category=experiment_category,
+            subcategory="Tables",
+            labels=lambda wildcards: {"table": "beside the published values"},
         ),
     log:
         f"{RESULTS}/logs/report/table_{{experiment}}.log",
@@ -21,7 +32,7 @@ rule table:
         title=lambda wildcards: shlex.quote(
             PLAN.experiments[wildcards.experiment].title
         ),
-        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.tex),
     shell:
         "python -m iwae report table --experiment {wildcards.experiment} --layout {params.layout}"
         " --title {params.title} --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
@@ -31,10 +42,13 @@ rule group_figure:
     input:
         unpack(group_inputs),
     output:
-        multiext(
-            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{dataset}}_{{tag}}",
-            ".pdf",
-            ".png",
+        pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{dataset}}_{{tag}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{dataset}}_{{tag}}.png",
+            caption="../report/figure_group.rst",
+            category=experiment_category,
+            subcategory=figure_subcategory,
+            labels=group_labels,
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{dataset}}_{{tag}}.log",
@@ -43,7 +57,7 @@ rule group_figure:
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
     shell:
         "python -m iwae report figure {wildcards.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
 
@@ -52,17 +66,20 @@ rule weights_figure:
     input:
         models=weights_inputs,
     output:
-        multiext(
-            f"{RESULTS}/figures/{{experiment}}/weights_{{dataset}}_{{tag}}",
-            ".pdf",
-            ".png",
+        pdf=f"{RESULTS}/figures/{{experiment}}/weights_{{dataset}}_{{tag}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/weights_{{dataset}}_{{tag}}.png",
+            caption="../report/weights.rst",
+            category=experiment_category,
+            subcategory="Random weights: sigma and |m| / sigma",
+            labels=group_labels,
         ),
     log:
         f"{RESULTS}/logs/report/weights_{{experiment}}_{{dataset}}_{{tag}}.log",
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
     shell:
         "python -m iwae report figure weights --models {input.models} --out-stem {params.stem} > {log} 2>&1"
 
@@ -71,10 +88,13 @@ rule section_figure:
     input:
         evals=section_inputs,
     output:
-        multiext(
-            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}",
-            ".pdf",
-            ".png",
+        pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}.png",
+            caption="../report/figure_section.rst",
+            category=experiment_category,
+            subcategory=figure_subcategory,
+            labels=section_labels,
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
@@ -84,7 +104,7 @@ rule section_figure:
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
@@ -94,7 +114,14 @@ rule run_figure:
     input:
         unpack(samples_inputs),
     output:
-        multiext(f"{RESULTS}/figures/{{experiment}}/{{kind}}/{{run}}", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}/{{run}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}/{{run}}.png",
+            caption="../report/figure_run.rst",
+            category=experiment_category,
+            subcategory=figure_subcategory,
+            labels=run_labels,
+        ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
     wildcard_constraints:
@@ -102,7 +129,7 @@ rule run_figure:
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind} --model {input.model} --data {input.data} --out-stem {params.stem}"
@@ -113,13 +140,20 @@ rule nll_vs_k:
     input:
         evals=lambda wildcards: evals_of(wildcards.experiment),
     output:
-        multiext(f"{RESULTS}/figures/{{experiment}}/nll_vs_k", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/{{experiment}}/nll_vs_k.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/nll_vs_k.png",
+            caption="../report/nll_vs_k.rst",
+            category=experiment_category,
+            subcategory="NLL against k",
+            labels=lambda wildcards: {"figure": "test NLL against k"},
+        ),
     log:
         f"{RESULTS}/logs/report/nll_vs_k_{{experiment}}.log",
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
     shell:
         "python -m iwae report figure nll-vs-k --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
 
@@ -128,13 +162,20 @@ rule samples:
     input:
         unpack(samples_inputs),
     output:
-        multiext(f"{RESULTS}/figures/{{experiment}}/samples/{{run}}", ".pdf", ".png"),
+        pdf=f"{RESULTS}/figures/{{experiment}}/samples/{{run}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/samples/{{run}}.png",
+            caption="../report/samples.rst",
+            category=experiment_category,
+            subcategory="Samples and reconstructions",
+            labels=run_labels,
+        ),
     log:
         f"{RESULTS}/logs/report/samples_{{experiment}}_{{run}}.log",
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output[0]),
+        stem=lambda wildcards, output: stem(output.pdf),
     shell:
         "python -m iwae report figure samples --model {input.model} --data {input.data} --out-stem {params.stem}"
         " > {log} 2>&1"
@@ -146,6 +187,11 @@ rule summary:
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=f"{RESULTS}/tables/summary.md",
+        html=report(
+            f"{RESULTS}/tables/summary.html",
+            caption="../report/summary.rst",
+            category="All runs",
+        ),
     log:
         f"{RESULTS}/logs/report/summary.log",
     conda:
