@@ -187,11 +187,11 @@ def bound_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("training samples evaluated")
     ax.set_ylabel(f"{objective_label(df['objective'].iloc[0])} bound per point (nats)")
-    # as KW's figure: from 10^5 samples on (from 1 % of the run for shorter runs), where the
+    # as KW's figure: from 10^5 samples on (from 2 % of the run for shorter runs), where the
     # curves have left their starting values
     curves = [_curve(r.run_dir) for r in df.itertuples()]
     last = max(c[-1]["samples"] for c in curves)
-    start = 1e5 if last >= 1e7 else last / 100
+    start = 1e5 if last >= 1e7 else last / 50
     shown = [v for c in curves for p in c if p["samples"] >= start for v in (p["train_bound"], p["test_bound"])]
     low, high = min(shown), max(shown)
     ax.set_xlim(start, last * 1.2)
@@ -210,7 +210,7 @@ def ml_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.9), squeeze=False, sharey=True)
     points = [c for r in df.itertuples() for c in _curve(r.run_dir) if c.get("train_ml") not in (None, "")]
     last = max(c["samples"] for c in points)
-    start = 1e5 if last >= 1e7 else last / 100  # as KW's figure: once the curves have left their start
+    start = 1e5 if last >= 1e7 else last / 50  # as KW's figure: once the curves have left their start
     shown = [c[f"{s}_{q}"] for c in points if c["samples"] >= start for s in ("train", "test") for q in ("ml", "lk")]
     span = max(shown) - min(shown)
     for ax, n in zip(axes[0], sizes):
