@@ -108,14 +108,18 @@ def unit_variances(model, x: Tensor, generator: torch.Generator | None = None, c
     return [mu.double().var(0, unbiased=False) for mu in model.posterior_means(x, generator, **given)]
 
 
-def _summary(ll: Tensor) -> dict:
+def _summary(ll: Tensor, per_point: bool = False) -> dict:
+    """Mean, its standard error and, for paired comparisons between runs, every point's value."""
     n = ll.numel()
-    return {
+    summary = {
         "log_likelihood": ll.mean().item(),
         "nll": -ll.mean().item(),
         "stderr": (ll.std().item() / math.sqrt(n)) if n > 1 else None,
         "points": n,
     }
+    if per_point:
+        summary["per_point"] = [round(v, 4) for v in ll.tolist()]
+    return summary
 
 
 def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | None = None, quiet: bool = False) -> dict:
@@ -248,8 +252,8 @@ def label_mixture(backend, x_test: Tensor, data, cfg: EvalConfig, gen, chunk: in
     classes = int(data.labels_of("train").max()) + 1
     mixture, per_label = mixture_log_likelihood(backend, x, classes, cfg.k, gen, cfg.batch, chunk)
     given_true = per_label.gather(1, true[:, None]).squeeze(1)
-    return {"points": len(points), "classes": classes, "k": cfg.k, "log_p_x": _summary(mixture),
-            "log_p_x_given_y": _summary(given_true), "label_accuracy": (per_label.argmax(1) == true).double().mean().item(),
+    return {"points": len(points), "classes": classes, "k": cfg.k, "log_p_x": _summary(mixture, per_point=True),
+            "log_p_x_given_y": _summary(given_true, per_point=True), "label_accuracy": (per_label.argmax(1) == true).double().mean().item(),
             "mixture_minus_true_label": _summary(mixture - given_true)}  # fmt: skip
 
 

@@ -330,9 +330,12 @@ def test_smoke_posterior_experiment(smoke):
     rows = {r[0]: r for r in _markdown_rows(work / "results/tables/posterior.md")}
     twod = rows["20-2, IWAE k=50"]
     assert abs(float(twod[2]) - float(twod[3])) < 1.0 and float(twod[5]) > 0  # grid log p(x) ~ L_k; KL > 0
-    assert len(rows["20-4/10-2, VAE k=50"][7].split(" / ")) == 2
+    two_layers = rows["20-4/10-2, VAE k=50"]
+    assert re.fullmatch(r"\d of 4 / \d of 2", two_layers[7]) and len(two_layers[8].split(" / ")) == 2
     given = rows["20-10, IWAE k=5, given y (label prior; test L_k of log p(x given y))"]
-    assert float(given[1]) < 0 and given[8] != "—"
+    assert float(given[1]) < 0 and given[9] != "—"
+    gain, stderr = given[10].split(" ± ")  # paired against the unconditional run on the same points
+    assert float(stderr) > 0 and abs(float(gain)) < 50
     record = json.loads((work / "results/runs/posterior/mnist-L20x10-iwae-k5-label_prior-s1/eval.json").read_text())
     assert record["test"]["conditional"] and record["mixture"]["classes"] == 10
     assert record["training"]["config"]["condition"] == "label" and record["training"]["backend"] == "autograd"

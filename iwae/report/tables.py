@@ -552,6 +552,27 @@ def aevb_findings(df: pd.DataFrame) -> Table:
                  align="llll")  # fmt: skip
 
 
+def _mixture_gain(mixture: dict, run, df: pd.DataFrame) -> str:
+    """The label mixture's log p(x) of a conditional run minus the test L_k of its unconditional
+    twin (same architecture, objective, k and seed), paired on the mixture's test points, which
+    are among the twin's whenever it was evaluated on at least as many."""
+    import numpy as np
+
+    from iwae.evaluate import subset
+
+    twin = df[(df["condition"] == "none") & (df["architecture"] == run.architecture) & (df["objective"] == run.objective)
+              & (df["k"] == run.k) & (df["seed"] == run.seed)]  # fmt: skip
+    if twin.empty or "per_point" not in mixture["log_p_x"]:
+        return DASH
+    test = load_record(Path(twin["run_dir"].iloc[0]) / "eval.json")["test"]
+    position = {row: i for i, row in enumerate(subset(test["of"], test["points"]).tolist())}
+    rows = subset(test["of"], mixture["points"]).tolist()
+    if "per_point" not in test or not all(row in position for row in rows):
+        return DASH
+    d = np.asarray(mixture["log_p_x"]["per_point"]) - np.asarray([test["per_point"][position[row]] for row in rows])
+    return f"{d.mean():+.2f} ± {d.std(ddof=1) / math.sqrt(len(d)):.2f}"
+
+
 def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
     """nbip's tasks: per run its test L_k; for 2-D latent spaces the posterior on a grid
     (log p(x) by quadrature beside L_k and the ELBO, KL(q || p), ESS); for several layers
@@ -572,8 +593,10 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
             number(grid["grid_log_p_x"]) if grid else DASH, number(grid["lk"]) if grid else DASH,
             number(grid["elbo"]) if grid else DASH, number(grid["kl_q_p"]) if grid else DASH,
             f"{grid['ess']:.0f}" if grid else DASH,
+            " / ".join(f"{layer['active']} of {layer['units']}" for layer in layers) if layers else DASH,
             " / ".join(f"{layer['knn5_accuracy']:.2f}" for layer in layers) if layers else DASH,
             number(mixture["log_p_x"]["log_likelihood"]) if mixture else DASH,
+            _mixture_gain(mixture, r, df) if mixture else DASH,
         ])  # fmt: skip
         ref = reference.nbip_reference(r.architecture, r.objective, r.k, r.condition, r.prior)
         if ref is not None:
@@ -584,12 +607,15 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
         "grid: the true posterior of random test points on an adaptive grid (a wide coarse grid, then a fine one over "
         "the box holding its mass); log p(x) by quadrature, L_k and the ELBO on the same points; KL(q || p) on the "
         "grid; ESS of the k importance weights",
-        "5-NN: each stochastic layer's posterior means (self-normalised importance sampling), the first half of the "
-        "test points classifying the second",
+        "per layer: its active units and the 5-NN label accuracy of its posterior means (self-normalised importance "
+        "sampling), the first half of the test points classifying the second",
+        "label mixture − unconditional: the mixture's log p(x) minus L_k of the same architecture, objective and k "
+        "trained without the label, paired on the same test points (mean ± standard error)",
     ]
     columns = ["model", "test L_k", "grid log p(x)", "L_k (grid points)", "ELBO", "KL(q‖p)", "ESS",
-               "5-NN accuracy per layer", "log p(x), label mixture"]  # fmt: skip
-    ours = Table(columns, rows, notes=notes, align="l" + "r" * 8)
+               "active units per layer", "5-NN accuracy per layer", "log p(x), label mixture",
+               "label mixture − unconditional"]  # fmt: skip
+    ours = Table(columns, rows, notes=notes, align="l" + "r" * 10)
     cmp = Table(["model", "ours", "nbip/IWAE", "ours − nbip"], cmp_rows, align="lrrr",
                 notes=["nbip/IWAE (seed 004): MNIST, k = 5000 on the whole test set; its 1-layer model has 100 latent "
                        "units; its conditional IWAE (label prior) reports log p(x | y)"])  # fmt: skip
