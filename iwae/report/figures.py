@@ -399,6 +399,16 @@ def _binary_test(data, grey_levels: bool = False):
     return data.test
 
 
+def _mass_levels(density, masses=(0.99, 0.86, 0.39)) -> list[float]:
+    """Contour levels of a density on a grid that enclose the given masses (those of 3, 2 and
+    1 standard deviations of a 2-D Gaussian). Levels spread over the density's range would
+    also draw its zero level: the edge where a narrow q underflows, far from its mass."""
+    values = np.sort(density.ravel())[::-1]
+    cumulative = np.cumsum(values) / values.sum()
+    levels = sorted({float(values[min(np.searchsorted(cumulative, m), len(values) - 1)]) for m in masses})
+    return levels if len(levels) > 1 else [levels[0] * 0.5, levels[0]]
+
+
 def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, samples: int = 5000,
               replacement: bool = True) -> list[Path]:  # fmt: skip
     """The true posterior of random test digits on a grid beside q, q samples and SIR
@@ -432,9 +442,9 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
         row[0].imshow(1 - x.view(shape).numpy(), cmap="gray", vmin=0, vmax=1)
         row[0].set_title(f"test digit {i}", fontsize=8)
         row[1].imshow(p, origin="lower", extent=extent, aspect="auto", cmap="Greys")
-        row[1].contour(q, levels=4, origin="lower", extent=extent, colors="tab:blue", linewidths=0.8)
+        row[1].contour(q, levels=_mass_levels(q), origin="lower", extent=extent, colors="tab:blue", linewidths=0.8)
         row[1].set_title(f"p(z|x) (grey), q(z|x) (blue)\nlog p(x) = {grid.log_p_x:.2f} by quadrature", fontsize=8)
-        row[2].contour(p, levels=4, origin="lower", extent=extent, colors="0.6", linewidths=0.8)
+        row[2].contour(p, levels=_mass_levels(p), origin="lower", extent=extent, colors="0.6", linewidths=0.8)
         row[2].scatter(*z[:200].T.numpy(), s=3, color="tab:blue", label="q samples")
         row[2].scatter(*resampled.T.numpy(), s=3, color="tab:red", label="SIR samples")
         row[2].set_xlim(extent[:2])
