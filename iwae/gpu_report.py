@@ -1,7 +1,7 @@
 """`python -m iwae bench --gpu-report DIR`: the prepared check of Table 1's cost on one GPU.
 
 It measures, in about six minutes of a GPU's time, what a prediction of the paper's
-protocol needs (../shared/GPU.md in the project's development notes lists the plan):
+protocol needs:
 
  1. versions, the device, its clocks before and after (nvidia-smi);
  2. ceilings: float32 and TF32 products of a step's shapes, one large SGEMM, one copy;
