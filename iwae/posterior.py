@@ -72,13 +72,17 @@ def _grid(model, x: Tensor, lo: Tensor, hi: Tensor, n: int) -> Grid:
 
 
 def grid_posterior(model, x: Tensor, wide: float = 6.0, coarse: int = 121, fine: int = 201,
-                   tail: float = 1e-7) -> Grid:  # fmt: skip
+                   tail: float = 1e-7, widest: float = 96.0) -> Grid:  # fmt: skip
     """The posterior of one data point x (D,) on an adaptive grid: a coarse grid over
-    [-wide, wide]^2, then a fine one over the box holding all but `tail` of the coarse
-    grid's mass, widened by a quarter of its size on each side."""
+    [-wide, wide]^2, doubled in size while its outermost cells hold more than `tail` of its
+    mass (up to [-widest, widest]^2), then a fine one over the box holding all but `tail` of
+    the coarse grid's mass, widened by a quarter of its size on each side."""
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
         raise ValueError("the posterior on a grid needs one stochastic layer of 2 units")
     g = _grid(model, x, torch.tensor([-wide, -wide]), torch.tensor([wide, wide]), coarse)
+    while g.edge_mass() > tail and wide < widest:  # a posterior far out in the prior's tail
+        wide *= 2
+        g = _grid(model, x, torch.tensor([-wide, -wide]), torch.tensor([wide, wide]), coarse)
     p = g.posterior
     box = []
     for marginal, axis in ((p.sum(0), g.xs), (p.sum(1), g.ys)):
@@ -94,19 +98,37 @@ def grid_posterior(model, x: Tensor, wide: float = 6.0, coarse: int = 121, fine:
     return _grid(model, x, lo, hi, fine)
 
 
-def kl_q_p(model, x: Tensor, grid: Grid, n: int = 201, width: float = 6.0) -> float:
-    """KL(q(z|x) || p(z|x)) by quadrature on a grid over the box holding both q (its mean
-    ± `width` sd) and the posterior's grid; log p(z|x) = log p(x, z) - log p(x) from `grid`.
-    q is often far broader than the posterior, so the posterior's own grid would clip it."""
+def q_moments(model, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of q(z | x) for one data point x (D,): two (2,) tensors."""
     with torch.no_grad():
         mean, log_sigma = model.layer.split(model.net("encoder.q0", x[None]))
-    sd = log_sigma.exp()[0]
-    lo = torch.minimum(mean[0] - width * sd, torch.stack([grid.xs[0], grid.ys[0]]))
-    hi = torch.maximum(mean[0] + width * sd, torch.stack([grid.xs[-1], grid.ys[-1]]))
-    wide = _grid(model, x, lo, hi, n)
+    return mean[0], log_sigma.exp()[0]
+
+
+def grid_with_q(model, x: Tensor, grid: Grid, width: float, n: int = 201) -> Grid:
+    """A grid over the box that holds both the posterior's `grid` and q (its mean ± `width`
+    sd): q is often far broader than the posterior, so the posterior's own grid clips it."""
+    mean, sd = q_moments(model, x)
+    lo = torch.minimum(mean - width * sd, torch.stack([grid.xs[0], grid.ys[0]]))
+    hi = torch.maximum(mean + width * sd, torch.stack([grid.xs[-1], grid.ys[-1]]))
+    return _grid(model, x, lo, hi, n)
+
+
+def kl_q_p(model, x: Tensor, grid: Grid, n: int = 201, width: float = 6.0) -> float:
+    """KL(q(z|x) || p(z|x)) by quadrature on a grid over the box holding both q (its mean
+    ± `width` sd) and the posterior's grid; log p(z|x) = log p(x, z) - log p(x) from `grid`."""
+    wide = grid_with_q(model, x, grid, width, n)
     log_q = wide.log_q.double()
     q = torch.softmax(log_q.flatten(), 0).view_as(log_q)
     return (q * (log_q - (wide.log_joint.double() - grid.log_p_x))).sum().item()
+
+
+def gaussian_levels(sd: Tensor, masses=(0.99, 0.86, 0.39)) -> list[float]:
+    """Density levels of a 2-D Gaussian with diagonal standard deviations `sd` whose
+    contours enclose the given masses (increasing levels): the mass within Mahalanobis
+    radius r is 1 - exp(-r^2 / 2), where the density is exp(-r^2 / 2) / (2 pi sd_1 sd_2)."""
+    peak = 1.0 / (2 * math.pi * float(sd[0]) * float(sd[1]))
+    return sorted((1.0 - m) * peak for m in masses)
 
 
 def importance_samples(model, x: Tensor, k: int, generator=None) -> tuple[list[Tensor], Tensor]:

@@ -13,6 +13,7 @@ from iwae import datasets, posterior
 from iwae.architecture import Architecture
 from iwae.config import TrainConfig
 from iwae.evaluate import knn_accuracy, log_likelihood, mixture_log_likelihood
+from iwae.likelihoods import Gaussian
 from iwae.models import LayeredModel
 
 F64 = torch.float64
@@ -44,6 +45,44 @@ def test_grid_log_p_x_agrees_with_l5000_and_holds_the_mass(trained_2d):
         grid_values.append(grid.log_p_x)
         lk.append(log_likelihood(model, row[None], 5000, g, 1000).item())
     assert abs(np.mean(grid_values) - np.mean(lk)) < 0.05, (np.mean(grid_values), np.mean(lk))
+
+
+class KnownPosterior:
+    """log p(x, z) = log_p_x + log N(z; centre, 0.5^2 I), so the posterior is that Gaussian;
+    q is N(0, I)."""
+
+    architecture = Architecture.parse("10-2")
+    layer = Gaussian()
+
+    def __init__(self, centre: tuple[float, float], log_p_x: float = -7.0):
+        self.posterior = torch.distributions.Normal(torch.tensor(centre, dtype=F64), 0.5)
+        self.log_p_x = log_p_x
+
+    def log_joint(self, x, z):
+        return self.log_p_x + self.posterior.log_prob(z.double()).sum(-1)
+
+    def net(self, name, x):
+        return torch.zeros(x.shape[0], 4, dtype=F64)
+
+
+def test_a_posterior_far_out_in_the_prior_tail_is_not_clipped():
+    """The first grid grows until its edge holds no mass, so a posterior centred beyond it
+    is found whole: log p(x) and its mean exactly, and nothing at the fine grid's edge."""
+    model = KnownPosterior((9.0, -14.0))
+    grid = posterior.grid_posterior(model, torch.zeros(10, dtype=F64))
+    assert grid.edge_mass() < 1e-6
+    assert abs(grid.log_p_x - model.log_p_x) < 1e-6
+    torch.testing.assert_close(grid.mean(), torch.tensor([9.0, -14.0], dtype=F64), atol=1e-6, rtol=0)
+
+
+def test_gaussian_levels_enclose_their_masses():
+    """q's contours in the posterior figure: the levels of a 2-D Gaussian that hold 39, 86
+    and 99 % of its mass, whatever part of it a plotting box holds."""
+    sd = torch.tensor([0.3, 2.0], dtype=F64)
+    z = torch.randn(200000, 2, generator=torch.Generator().manual_seed(8), dtype=F64) * sd
+    density = torch.distributions.Normal(torch.zeros(2, dtype=F64), sd).log_prob(z).sum(-1).exp()
+    for level, mass in zip(posterior.gaussian_levels(sd), (0.99, 0.86, 0.39)):
+        assert abs((density >= level).double().mean().item() - mass) < 0.005
 
 
 def test_elbo_is_log_p_x_minus_kl_on_the_grid(trained_2d):

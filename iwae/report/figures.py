@@ -418,7 +418,15 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
     from iwae import datasets
     from iwae.checkpoints import load_model
     from iwae.evaluate import subset
-    from iwae.posterior import effective_sample_size, grid_posterior, importance_samples, sir
+    from iwae.posterior import (
+        effective_sample_size,
+        gaussian_levels,
+        grid_posterior,
+        grid_with_q,
+        importance_samples,
+        q_moments,
+        sir,
+    )
 
     model = load_model(Path(model_path))
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
@@ -435,23 +443,32 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
         grid = grid_posterior(model, x)
         extent = [grid.xs[0].item(), grid.xs[-1].item(), grid.ys[0].item(), grid.ys[-1].item()]
         p = grid.posterior.numpy()
-        q = torch.softmax(grid.log_q.double().flatten(), 0).view_as(grid.log_q).numpy()
+        # q on a box that holds it (mean ± 3 sd) as well as the posterior, with the contours
+        # of its 1, 2 and 3 sd: q is often far broader than the posterior's own box
+        both = grid_with_q(model, x, grid, width=3.0)
+        both_extent = [both.xs[0].item(), both.xs[-1].item(), both.ys[0].item(), both.ys[-1].item()]
+        q_levels = gaussian_levels(q_moments(model, x)[1])
         layers, log_w = importance_samples(model, x[None], samples, g)
         z, w = layers[0][:, 0], log_w[:, 0]
         resampled = sir(z, w, 200, g, replacement)
         row[0].imshow(1 - x.view(shape).numpy(), cmap="gray", vmin=0, vmax=1)
         row[0].set_title(f"test digit {i}", fontsize=8)
         row[1].imshow(p, origin="lower", extent=extent, aspect="auto", cmap="Greys")
-        row[1].contour(q, levels=_mass_levels(q), origin="lower", extent=extent, colors="tab:blue", linewidths=0.8)
-        row[1].set_title(f"p(z|x) (grey), q(z|x) (blue)\nlog p(x) = {grid.log_p_x:.2f} by quadrature", fontsize=8)
+        row[1].contour(p, levels=_mass_levels(p), origin="lower", extent=extent, colors="0.4", linewidths=0.6)
+        row[1].contour(both.log_q.double().exp().numpy(), levels=q_levels, origin="lower", extent=both_extent,
+                       colors="tab:blue", linewidths=0.8)  # fmt: skip
+        row[1].set_xlim(both_extent[:2])
+        row[1].set_ylim(both_extent[2:])
+        row[1].set_title(f"p(z|x) (grey), q(z|x) (blue; 1, 2, 3 sd)\nlog p(x) = {grid.log_p_x:.2f} by quadrature",
+                         fontsize=8)  # fmt: skip
         row[2].contour(p, levels=_mass_levels(p), origin="lower", extent=extent, colors="0.6", linewidths=0.8)
         row[2].scatter(*z[:200].T.numpy(), s=3, color="tab:blue", label="q samples")
         row[2].scatter(*resampled.T.numpy(), s=3, color="tab:red", label="SIR samples")
         row[2].set_xlim(extent[:2])
         row[2].set_ylim(extent[2:])
         ess = effective_sample_size(w[:, None])[0].item()
-        row[2].set_title(f"SIR {'with' if replacement else 'without'} replacement, ESS {ess:.0f} of {samples}",
-                         fontsize=8)  # fmt: skip
+        row[2].set_title(f"the posterior's box: SIR {'with' if replacement else 'without'} replacement,\n"
+                         f"ESS {ess:.0f} of {samples}", fontsize=8)  # fmt: skip
         row[2].legend(fontsize=6, markerscale=3)
         for ax, zs, what in ((row[3], z[:8], "of q samples"), (row[4], resampled[:8], "of SIR samples")):
             with torch.no_grad():
