@@ -182,3 +182,13 @@ def test_knn_accuracy_separates_what_is_separable():
     features = centres[labels] + torch.randn(400, 2, generator=g)
     assert knn_accuracy(features, labels, 5) == 1.0
     assert knn_accuracy(torch.randn(400, 2, generator=g), labels, 5) < 0.4  # no information: chance
+
+
+def test_knn_accuracy_splits_at_random_not_by_order():
+    """Test sets are ordered (MNIST's first half is the cleaner): on rows sorted by label,
+    a first-half/second-half split would classify labels it never saw; a random split
+    does not."""
+    labels = torch.arange(400) // 100  # sorted: 0s, then 1s, 2s, 3s
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    features = centres[labels] + torch.randn(400, 2, generator=torch.Generator().manual_seed(7))
+    assert knn_accuracy(features, labels, 5) == 1.0

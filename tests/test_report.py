@@ -268,3 +268,44 @@ def test_posterior_contours_enclose_mass_and_skip_the_underflowed_edge():
     assert len(levels) == 3 and min(levels) > 0
     for level, mass in zip(levels, (0.99, 0.86, 0.39)):
         assert abs(density[density >= level].sum() - mass) < 0.03
+
+
+def test_posterior_table_pairs_the_label_mixture_with_its_unconditional_twin(tmp_path):
+    """The label mixture of a conditional run minus its unconditional twin's L_k on the same
+    test points (here built 2 nats apart on every point); no pairing with a twin evaluated
+    otherwise (another binarisation seed) or on another dataset."""
+    import numpy as np
+
+    from iwae.evaluate import subset
+
+    twin_points = -100 + np.random.RandomState(0).randn(500)
+    rows = subset(10000, 500).tolist()
+    mixture_rows = subset(10000, 100).tolist()
+    on_mixture_points = twin_points[[rows.index(r) for r in mixture_rows]]
+
+    def conditional(run, eval_seed=123):
+        path = record(tmp_path, "posterior", run, layers="200-200-100", k=5, nll=98.0)
+        rec = json.loads(path.read_text())
+        rec["eval_seed"] = eval_seed
+        rec["training"]["config"] |= {"condition": "label", "prior": "label"}
+        mixture = on_mixture_points + 2.0
+        rec["mixture"] = {"points": 100, "classes": 10, "k": 5000,
+                          "log_p_x": {"log_likelihood": mixture.mean(), "per_point": mixture.tolist()}}  # fmt: skip
+        path.write_text(json.dumps(rec))
+        return path
+
+    twin = record(tmp_path, "posterior", "mnist-L200x200x100-iwae-k5-s1", layers="200-200-100", k=5, nll=100.0,
+                  per_point=twin_points)  # fmt: skip
+    rec = json.loads(twin.read_text())
+    rec["eval_seed"] = 123
+    twin.write_text(json.dumps(rec))
+    other_dataset = record(tmp_path, "posterior", "omniglot-resized-L200x200x100-iwae-k5-s1", dataset="omniglot-resized",
+                           layers="200-200-100", k=5, nll=120.0, test_of=8070, per_point=np.zeros(500))  # fmt: skip
+    paths = [twin, other_dataset, conditional("mnist-L200x200x100-iwae-k5-label_prior-s1")]
+    ours, _ = tables.posterior(records.frame(paths))
+    given = next(r for r in ours.rows if "given y" in r[0])
+    assert given[-1] == "+2.00 ± 0.00" and float(given[-2]) == pytest.approx(on_mixture_points.mean() + 2, abs=0.01)
+
+    paths[-1] = conditional("mnist-L200x200x100-iwae-k5-label_prior-s1", eval_seed=7)  # other bits
+    ours, _ = tables.posterior(records.frame(paths))
+    assert next(r for r in ours.rows if "given y" in r[0])[-1] == "—"

@@ -552,25 +552,32 @@ def aevb_findings(df: pd.DataFrame) -> Table:
                  align="llll")  # fmt: skip
 
 
-def _mixture_gain(mixture: dict, run, df: pd.DataFrame) -> str:
+def _mixture_gain(record: dict, run, df: pd.DataFrame) -> str:
     """The label mixture's log p(x) of a conditional run minus the test L_k of its unconditional
-    twin (same architecture, objective, k and seed), paired on the mixture's test points, which
-    are among the twin's whenever it was evaluated on at least as many."""
+    twin (same dataset, architecture, objective, k and seed), paired on the mixture's test
+    points, which are among the twin's whenever it was evaluated on at least as many, from
+    the same test set, binarised with the same seed and with the same k."""
     import numpy as np
 
     from iwae.evaluate import subset
 
-    twin = df[(df["condition"] == "none") & (df["architecture"] == run.architecture) & (df["objective"] == run.objective)
-              & (df["k"] == run.k) & (df["seed"] == run.seed)]  # fmt: skip
-    if twin.empty or "per_point" not in mixture["log_p_x"]:
+    twin = df[(df["condition"] == "none") & (df["dataset"] == run.dataset) & (df["architecture"] == run.architecture)
+              & (df["objective"] == run.objective) & (df["k"] == run.k) & (df["seed"] == run.seed)]  # fmt: skip
+    mixture = record["mixture"]
+    if len(twin) != 1 or "per_point" not in mixture["log_p_x"]:
         return DASH
-    test = load_record(Path(twin["run_dir"].iloc[0]) / "eval.json")["test"]
+    other = load_record(Path(twin["run_dir"].iloc[0]) / "eval.json")
+    test = other["test"]
+    same_set = test.get("of") is not None and test.get("of") == record["test"].get("of")
+    same_estimate = other.get("eval_seed") == record.get("eval_seed") and other.get("k") == mixture["k"]
+    if not (same_set and same_estimate) or "per_point" not in test:
+        return DASH
     position = {row: i for i, row in enumerate(subset(test["of"], test["points"]).tolist())}
     rows = subset(test["of"], mixture["points"]).tolist()
-    if "per_point" not in test or not all(row in position for row in rows):
+    if not all(row in position for row in rows):
         return DASH
     d = np.asarray(mixture["log_p_x"]["per_point"]) - np.asarray([test["per_point"][position[row]] for row in rows])
-    return f"{d.mean():+.2f} ± {d.std(ddof=1) / math.sqrt(len(d)):.2f}"
+    return f"{d.mean():+.2f} ± {d.std(ddof=1) / math.sqrt(len(d)):.2f}" if len(d) > 1 else f"{d.mean():+.2f}"
 
 
 def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
@@ -596,7 +603,7 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
             " / ".join(f"{layer['active']} of {layer['units']}" for layer in layers) if layers else DASH,
             " / ".join(f"{layer['knn5_accuracy']:.2f}" for layer in layers) if layers else DASH,
             number(mixture["log_p_x"]["log_likelihood"]) if mixture else DASH,
-            _mixture_gain(mixture, r, df) if mixture else DASH,
+            _mixture_gain(rec, r, df) if mixture else DASH,
         ])  # fmt: skip
         ref = reference.nbip_reference(r.architecture, r.objective, r.k, r.condition, r.prior)
         if ref is not None:
@@ -608,7 +615,7 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
         "the box holding its mass); log p(x) by quadrature, L_k and the ELBO on the same points; KL(q || p) on the "
         "grid; ESS of the k importance weights",
         "per layer: its active units and the 5-NN label accuracy of its posterior means (self-normalised importance "
-        "sampling), the first half of the test points classifying the second",
+        "sampling), a random half of the test points classifying the other",
         "label mixture − unconditional: the mixture's log p(x) minus L_k of the same architecture, objective and k "
         "trained without the label, paired on the same test points (mean ± standard error)",
     ]
