@@ -154,6 +154,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     x_test = test_set[test_points]
     # a conditional model is evaluated given each point's label: L_k of log p(x | y)
     conditional = getattr(model, "condition_dim", 0) > 0
+    _check_analyses(model, model_path, cfg, conditional)  # before any work: fail fast, write nothing
 
     def labels(split: str, rows: Tensor) -> Tensor | None:
         return labels_one_hot(data, split)[rows].to(dev) if conditional else None
@@ -191,8 +192,6 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     if cfg.hmc_points:
         record["marginal"] = marginal_likelihoods(model, backend, data, binary, test_set, state, cfg, gen, chunk)
     if cfg.mixture_points:
-        if not conditional:
-            raise UserError(f"{model_path}: mixture_points needs a model conditioned on the label")
         record["mixture"] = label_mixture(backend, test_set, data, cfg, gen, chunk)
     if cfg.posterior_points:
         record["posterior"] = posterior_on_grids(model, backend, test_set, cfg, gen, chunk)
@@ -240,6 +239,19 @@ def labels_one_hot(data, split: str) -> Tensor:
     from iwae.train import labels_one_hot as one_hot
 
     return one_hot(data, split)
+
+
+def _check_analyses(model, model_path: Path, cfg: EvalConfig, conditional: bool) -> None:
+    """Refuse, in one line, the analyses a model does not support."""
+    if cfg.mixture_points and not conditional:
+        raise UserError(f"{model_path}: mixture_points needs a model conditioned on the label")
+    if conditional and (cfg.posterior_points or cfg.snis_samples):
+        raise UserError(f"{model_path}: posterior_points and snis_samples look at q without the label, "
+                        "but this model is conditioned on it")  # fmt: skip
+    arch = model.architecture
+    if cfg.posterior_points and (arch.latent_sizes != [2] or arch.n_stochastic != 1):
+        raise UserError(f"{model_path}: posterior_points needs one stochastic layer of 2 units, "
+                        f"not layers {arch.spec()!r}")  # fmt: skip
 
 
 def label_mixture(backend, x_test: Tensor, data, cfg: EvalConfig, gen, chunk: int) -> dict:

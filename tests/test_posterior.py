@@ -192,3 +192,24 @@ def test_knn_accuracy_splits_at_random_not_by_order():
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
     features = centres[labels] + torch.randn(400, 2, generator=torch.Generator().manual_seed(7))
     assert knn_accuracy(features, labels, 5) == 1.0
+
+
+def test_analyses_a_model_does_not_support_are_refused_before_any_work(tmp_path):
+    """One-line errors naming the model file, raised before the test set is evaluated."""
+    from iwae.config import EvalConfig
+    from iwae.errors import UserError
+    from iwae.evaluate import _check_analyses
+
+    path = tmp_path / "model.pt"
+    plain = LayeredModel(Architecture.parse("20-10"), 784)
+    given = LayeredModel(Architecture.parse("20-2"), 784, condition_dim=10)
+    for model, conditional, option, says in (
+        (plain, False, {"mixture_points": 5}, "needs a model conditioned on the label"),
+        (plain, False, {"posterior_points": 5}, "one stochastic layer of 2 units, not layers '20-10'"),
+        (given, True, {"posterior_points": 5}, "conditioned on it"),
+        (given, True, {"snis_samples": 10}, "conditioned on it"),
+    ):
+        with pytest.raises(UserError, match=says) as error:
+            _check_analyses(model, path, EvalConfig(**option), conditional)
+        assert str(path) in str(error.value) and "\n" not in str(error.value)
+    _check_analyses(given, path, EvalConfig(mixture_points=5), True)  # what it supports passes
