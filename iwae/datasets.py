@@ -111,6 +111,21 @@ class Data:
             raise UserError(f"dataset {self.meta['dataset']}: {why}")
         return self.labels[split]
 
+    def binarized_test(self, seed: int = 123, grey_levels: bool = False) -> Tensor:
+        """The test set as evaluation sees it: binarised once, first, from a CPU stream seeded
+        `seed` (evaluation's default), unless the data are continuous or a run models grey levels."""
+        if self.dynamic and not grey_levels:
+            return binarize(self.test.cpu(), torch.Generator().manual_seed(seed)).to(self.test.device)
+        return self.test
+
+    @property
+    def classes(self) -> int:
+        return int(self.labels_of("train").max()) + 1
+
+    def one_hot_labels(self, split: str) -> Tensor:
+        """The labels of a split as one-hot rows in the data's dtype (a conditional model's input)."""
+        return torch.nn.functional.one_hot(self.labels_of(split), self.classes).to(self.train.dtype)
+
 
 def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
     path = Path(path)

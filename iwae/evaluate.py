@@ -157,18 +157,17 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     _check_analyses(model, model_path, cfg, conditional)  # before any work: fail fast, write nothing
 
     def labels(split: str, rows: Tensor) -> Tensor | None:
-        return labels_one_hot(data, split)[rows].to(dev) if conditional else None
+        return data.one_hot_labels(split)[rows].to(dev) if conditional else None
 
     c_test = labels("test", test_points)
     n_test = x_test.shape[0]
     bar = Progress(n_test, f"{Path(model_path).parent.name} L_{k}", enabled=False if quiet else None)
     ll = dataset_log_likelihood(backend, x_test, k, gen, batch, chunk, bar, condition=c_test)
     bar.close()
-    record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": cfg.seed, "test": _summary(ll)}
+    # per point, in the order of the (sorted) subset, for differences paired on the same points
+    record = {"run": Path(model_path).parent.name, "k": k, "eval_seed": cfg.seed, "test": _summary(ll, per_point=True)}
     record["test"]["of"] = data.test.shape[0]
     record["test"]["conditional"] = conditional  # log p(x | y), not log p(x)
-    # per point, in the order of the (sorted) subset, for differences paired on the same points
-    record["test"]["per_point"] = [round(v, 4) for v in ll.tolist()]
     record["bounds"] = {
         str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk, condition=c_test))
         for kk in cfg.extra_k
@@ -235,12 +234,6 @@ def marginal_likelihoods(model, backend, data, binary, test_set, state: dict, cf
     return out
 
 
-def labels_one_hot(data, split: str) -> Tensor:
-    from iwae.train import labels_one_hot as one_hot
-
-    return one_hot(data, split)
-
-
 def _check_analyses(model, model_path: Path, cfg: EvalConfig, conditional: bool) -> None:
     """Refuse, in one line, the analyses a model does not support."""
     if cfg.mixture_points and not conditional:
@@ -261,10 +254,9 @@ def label_mixture(backend, x_test: Tensor, data, cfg: EvalConfig, gen, chunk: in
     log C (on the same estimates it never does)."""
     points = subset(x_test.shape[0], cfg.mixture_points).to(x_test.device)
     x, true = x_test[points], data.labels_of("test")[points]
-    classes = int(data.labels_of("train").max()) + 1
-    mixture, per_label = mixture_log_likelihood(backend, x, classes, cfg.k, gen, cfg.batch, chunk)
+    mixture, per_label = mixture_log_likelihood(backend, x, data.classes, cfg.k, gen, cfg.batch, chunk)
     given_true = per_label.gather(1, true[:, None]).squeeze(1)
-    return {"points": len(points), "classes": classes, "k": cfg.k, "log_p_x": _summary(mixture, per_point=True),
+    return {"points": len(points), "classes": data.classes, "k": cfg.k, "log_p_x": _summary(mixture, per_point=True),
             "log_p_x_given_y": _summary(given_true, per_point=True), "label_accuracy": (per_label.argmax(1) == true).double().mean().item(),
             "mixture_minus_true_label": _summary(mixture - given_true)}  # fmt: skip
 

@@ -2,7 +2,7 @@
 
 For a model with one stochastic layer of two units the posterior p(z | x) ∝ p(x, z) can be
 evaluated on a grid. `grid_posterior` does so adaptively: a wide grid first ([-6, 6]^2 by
-default), then a fine grid over the box that holds all but a tiny part of the mass, widened
+default, doubled while its edge holds mass), then a fine grid over the box that holds all but a tiny part of the mass, widened
 by a margin, so that the posteriors q gets wrong are not clipped (nbip's box of q's mean
 ± 2 sigma clips exactly those). On the fine grid: log p(x) by quadrature, q's density,
 KL(q || p) and the mass left at the grid's edge.

@@ -87,10 +87,7 @@ class Run:
         path = Path(data or self.config["data"])
         if not path.is_absolute() and not path.exists():
             path = self.path.parents[2].parent / path  # results/runs/<exp>/<run> -> the workflow's directory
-        loaded = datasets.load(path)
-        if loaded.dynamic and not self.config.get("grey_levels", False):
-            return datasets.binarize(loaded.test, torch.Generator().manual_seed(seed)).to(self.device)
-        return loaded.test.to(self.device)
+        return datasets.load(path).binarized_test(seed, self.config.get("grey_levels", False)).to(self.device)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:

@@ -153,7 +153,7 @@ class Trainer:
         self.objective = Objective.parse(cfg.objective)
         likelihood = self.data.likelihood if cfg.likelihood == "auto" else cfg.likelihood
         # a conditional model's condition: the one-hot labels of the training points
-        self.c = labels_one_hot(self.data, "train")[: self.x.shape[0]] if cfg.condition == "label" else None
+        self.c = self.data.one_hot_labels("train")[: self.x.shape[0]] if cfg.condition == "label" else None
         classes = 0 if self.c is None else self.c.shape[1]
         self.model = models.build(cfg, self.x.shape[1], self.device, likelihood, classes)
         self.backend = backends.select(self.model, cfg.backend)
@@ -190,7 +190,7 @@ class Trainer:
         if self.binarize:
             x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(123)).to(self.device)
         chosen = subset(x.shape[0], self.cfg.valid_points).to(self.device)
-        self.c_valid = labels_one_hot(self.data, "valid")[chosen] if self.c is not None else None
+        self.c_valid = self.data.one_hot_labels("valid")[chosen] if self.c is not None else None
         return x[chosen]
 
     def validation_bound(self) -> float:
@@ -434,12 +434,6 @@ class Trainer:
         )
         write_json(self.out_dir / "train.json", record)
         return record
-
-
-def labels_one_hot(data: datasets.Data, split: str) -> torch.Tensor:
-    """The labels of a split as one-hot rows in the data's dtype (a conditional model's input)."""
-    labels = data.labels_of(split)
-    return torch.nn.functional.one_hot(labels, int(data.labels_of("train").max()) + 1).to(data.train.dtype)
 
 
 def _continue_from(path: str, model, opt: Adam) -> None:

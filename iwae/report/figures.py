@@ -187,11 +187,9 @@ def bound_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("training samples evaluated")
     ax.set_ylabel(f"{objective_label(df['objective'].iloc[0])} bound per point (nats)")
-    # as KW's figure: from 10^5 samples on (from 2 % of the run for shorter runs), where the
-    # curves have left their starting values
     curves = [_curve(r.run_dir) for r in df.itertuples()]
     last = max(c[-1]["samples"] for c in curves)
-    start = 1e5 if last >= 1e7 else last / 50
+    start = _first_sample_shown(last)
     shown = [v for c in curves for p in c if p["samples"] >= start for v in (p["train_bound"], p["test_bound"])]
     low, high = min(shown), max(shown)
     ax.set_xlim(start, last * 1.2)
@@ -203,6 +201,12 @@ def bound_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
+def _first_sample_shown(last: float) -> float:
+    """As KW's figures: from 10^5 samples on (from 2 % of the run for shorter runs), where the
+    curves have left their starting values."""
+    return 1e5 if last >= 1e7 else last / 50
+
+
 def ml_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     """The HMC marginal likelihood of training and test points against samples seen, one
     panel per training-set size, with L_5000 on the same points as a check (KW figure 3)."""
@@ -210,7 +214,7 @@ def ml_vs_samples(df: pd.DataFrame, stem: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.6 * len(sizes), 3.9), squeeze=False, sharey=True)
     points = [c for r in df.itertuples() for c in _curve(r.run_dir) if c.get("train_ml") not in (None, "")]
     last = max(c["samples"] for c in points)
-    start = 1e5 if last >= 1e7 else last / 50  # as KW's figure: once the curves have left their start
+    start = _first_sample_shown(last)
     shown = [c[f"{s}_{q}"] for c in points if c["samples"] >= start for s in ("train", "test") for q in ("ml", "lk")]
     span = max(shown) - min(shown)
     for ax, n in zip(axes[0], sizes):
@@ -388,17 +392,6 @@ def weights(model_paths: list[Path], stem: Path) -> list[Path]:
     return save(fig, stem)
 
 
-def _binary_test(data, grey_levels: bool = False):
-    """The test set binarised as evaluation does (seed 123, a CPU stream)."""
-    import torch
-
-    from iwae import datasets
-
-    if data.dynamic and not grey_levels:
-        return datasets.binarize(data.test, torch.Generator().manual_seed(123))
-    return data.test
-
-
 def _mass_levels(density, masses=(0.99, 0.86, 0.39)) -> list[float]:
     """Contour levels of a density on a grid that enclose the given masses (those of 3, 2 and
     1 standard deviations of a 2-D Gaussian). Levels spread over the density's range would
@@ -432,7 +425,7 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
         raise UserError(f"{model_path}: the posterior figure needs one stochastic layer of 2 units")
     data = datasets.load(Path(data_path))
-    test = _binary_test(data)
+    test = data.binarized_test()
     chosen = subset(test.shape[0], digits).tolist()
     g = torch.Generator().manual_seed(0)
     shape = data.image_shape
@@ -495,7 +488,7 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
     model = load_model(Path(model_path))
     data = datasets.load(Path(data_path))
     chosen = subset(data.test.shape[0], points)
-    x, labels = _binary_test(data)[chosen], data.labels_of("test")[chosen]
+    x, labels = data.binarized_test()[chosen], data.labels_of("test")[chosen]
     layers = snis_means(model, x, samples, torch.Generator().manual_seed(0))
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.6), squeeze=False)
     for j, (ax, mu) in enumerate(zip(axes[0], layers)):

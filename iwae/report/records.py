@@ -114,9 +114,8 @@ def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             return "+".join(str(int(v)) for v in means)
         return "+".join(f"{v:.1f}" for v in means)
 
-    for optional in ("valid_nll",):  # frames built before the column existed
-        if optional not in df.columns:
-            df = df.assign(**{optional: math.nan})
+    if "valid_nll" not in df.columns:  # frames built before the column existed
+        df = df.assign(valid_nll=math.nan)
     out = (
         df.groupby(keys, sort=False)
         .agg(

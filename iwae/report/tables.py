@@ -609,8 +609,8 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
         if ref is not None:
             cmp_rows.append([model, number(-r.nll), number(ref), number(-r.nll - ref)])
     notes = _protocol_notes(df, quantity="test L_k") + [
-        "for the runs given the label, test L_k is of log p(x | y), which is not log p(x): the last column is "
-        "log p(x) = log sum_y (1/10) p(x | y) on random test points",
+        "for the runs given the label, test L_k is of log p(x | y), which is not log p(x): 'log p(x), label "
+        "mixture' is log p(x) = log sum_y (1/10) p(x | y) on random test points",
         "grid: the true posterior of random test points on an adaptive grid (a wide coarse grid, then a fine one over "
         "the box holding its mass); log p(x) by quadrature, L_k and the ELBO on the same points; KL(q || p) on the "
         "grid; ESS of the k importance weights",
