@@ -15,9 +15,15 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
+
+
+if not REPORT_ONLY:  # report_only: tables and figures from finished runs, nothing else
+
+    include: "workflow/rules/data.smk"
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/evaluate.smk"
+
+
 include: "workflow/rules/report.smk"
 
 

@@ -47,10 +47,10 @@ class CheckpointStore:
                 say(f"checkpoint {path} is unreadable ({type(e).__name__}); trying an older one")
                 continue
             if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
-                say(f"checkpoint {path} belongs to another configuration; starting over")
-                for stale in self.paths():
-                    stale.unlink(missing_ok=True)
-                return None
+                raise UserError(
+                    f"{path}: a checkpoint of another configuration (its options, dataset or first stage differ); "
+                    f"start over with --restart, or delete {self.directory.parent}"
+                )
             state["path"] = path
             return state
         return None

@@ -109,10 +109,13 @@ def cmd_train(args) -> int:
     if args.pack:
         from iwae.packs import train_pack
 
-        given = sorted(f.name for f in TrainConfig.option_fields() if hasattr(args, f.name) and f.name != "threads")
-        if args.out or args.config or given:
+        given = [f"--{f.name.replace('_', '-')}" for f in TrainConfig.option_fields()
+                 if hasattr(args, f.name) and f.name != "threads"]  # fmt: skip
+        given = [flag for flag, on in (("--out", args.out), ("--config", args.config), ("--restart", args.restart))
+                 if on] + given  # fmt: skip
+        if given:
             raise UserError(
-                f"train --pack: the pack file {args.pack} holds every run's options; drop --out, --config, --{given[0] if given else 'config'}"
+                f"train --pack: the pack file {args.pack} holds every run's options; drop {', '.join(given)}"
             )
         records = train_pack(Path(args.pack), getattr(args, "threads", None), args.quiet, args.pack_runs)
         for r in records if not args.pack_runs else []:  # a worker: the pack's first process reports
@@ -122,7 +125,7 @@ def cmd_train(args) -> int:
         raise UserError("train: --out (a run directory) or --pack (a pack file) is required")
     from iwae.train import train
 
-    record = train(_options(TrainConfig, args, args.config), Path(args.out), quiet=args.quiet)
+    record = train(_options(TrainConfig, args, args.config), Path(args.out), quiet=args.quiet, restart=args.restart)
     print(f"{args.out}: {record['epochs']} epochs, final objective {record['objective_final']:.3f}")
     return 0
 
@@ -287,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack-runs", type=_int_list, help=argparse.SUPPRESS)  # a worker's share of a pack
     p.add_argument("--config", help="YAML/JSON file of training options; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="train over a finished run (or checkpoints) of another configuration in --out, removing its model, "
+        "records and checkpoints first (without it such a directory is refused)",
+    )
     _add_options(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 

@@ -87,6 +87,14 @@ class _Options:
         return [f for f in dataclasses.fields(cls) if workflow or not f.metadata.get("workflow")]
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {
+            f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
+
+    @classmethod
     def field_types(cls) -> dict[str, Any]:
         return typing.get_type_hints(cls)
 
@@ -314,19 +322,37 @@ class TrainConfig(_Options):
     def total_epochs(self) -> int:
         return sum(self.epochs_per_stage)
 
-    def fingerprint(self, data_sources: list | None = None) -> str:
-        """Identifies the training trajectory: a checkpoint only resumes a run with the same.
-        Options added later count only away from their defaults, so that checkpoints written
-        before them keep resuming."""
-        left_out = {"data"}
+    def trajectory(self) -> dict[str, Any]:
+        """The options that decide what a run computes: all but the data path and the
+        runtime options. Options added later count only away from their defaults, so that
+        runs and checkpoints written before them still match."""
+        left_out, defaults = {"data"}, self.defaults()
         for f in dataclasses.fields(self):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == default
+            at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == defaults[f.name]
             if f.metadata.get("runtime") or at_default:
                 left_out.add(f.name)
-        values = {k: v for k, v in self.to_dict().items() if k not in left_out}
+        return {k: v for k, v in self.to_dict().items() if k not in left_out}
+
+    def fingerprint(self, data_sources: list | None = None) -> str:
+        """Identifies the training trajectory: a checkpoint only resumes a run with the same."""
+        values = self.trajectory()
         values["data_sources"] = data_sources
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """'key: value there, value here' for each option of the trajectory in which a
+        recorded configuration (a finished run's train.json) differs from this one."""
+        known = {f.name for f in dataclasses.fields(self)}
+        try:
+            theirs = TrainConfig(**{k: v for k, v in recorded.items() if k in known}).trajectory()
+        except (UserError, TypeError):  # a record this version cannot read: compare it as written
+            theirs = {k: v for k, v in recorded.items() if k in known and k != "data"}
+        ours, defaults = self.trajectory(), self.defaults()
+        return [
+            f"{key}: {theirs.get(key, defaults.get(key))} there, {ours.get(key, defaults.get(key))} here"
+            for key in sorted(ours.keys() | theirs.keys())
+            if ours.get(key) != theirs.get(key)
+        ]
 
 
 @dataclass
@@ -406,3 +432,30 @@ def flags(values: dict[str, Any]) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
+
+
+def duplicate_keys(text: str) -> list[str]:
+    """Keys a YAML document gives twice in one mapping ('line N: key'), which YAML readers
+    accept silently, keeping the last value only."""
+    import yaml
+
+    found = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in seen:
+                found.append((key_node.start_mark.line + 1, key))
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        yaml.load(text, Loader)
+    except yaml.YAMLError:
+        return []  # the reader that follows reports it
+    return [f"line {line}: {key}" for line, key in sorted(found)]

@@ -18,6 +18,7 @@ not import PyTorch.
 from __future__ import annotations
 
 import itertools
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,10 +202,24 @@ def check_pack_setting(value) -> None:
         )
 
 
+RESERVED_DIRS = ("results/data", "results/published")  # prepared datasets; the README's published results
+
+
+def check_results_dir(value) -> str:
+    """`results:`, the directory of one configuration's runs, tables, figures and logs."""
+    if not isinstance(value, str) or not value.strip() or any(c in value for c in "{}*?[]"):
+        raise UserError(f"results: {value!r} must be a directory path (no braces or wildcards)")
+    normal = posixpath.normpath(value)
+    if any(normal == d or normal.startswith(d + "/") for d in RESERVED_DIRS) or normal in (".", ".."):
+        raise UserError(f"results: {value!r} is reserved (prepared data, published results or the working directory)")
+    return normal
+
+
 @dataclass
 class Plan:
     experiments: dict[str, Experiment]
     selected: list[str]
+    results: str = "results/paper"  # where this configuration's runs, tables and figures go
 
     @property
     def runs(self) -> dict[tuple[str, str], Run]:
@@ -246,7 +261,11 @@ class Plan:
         experiments = {}
         for name, exp in declared.items():
             experiments[name] = _experiment(name, exp, config, declared)
-        plan = cls(experiments, list(config.get("run_experiments", [])))
+        plan = cls(
+            experiments,
+            list(config.get("run_experiments", [])),
+            check_results_dir(config.get("results", "results/paper")),
+        )
         runs = plan.runs
         for exp in experiments.values():
             for run in exp.runs:

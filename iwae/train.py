@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from iwae import backends, cuda, curves, datasets, models, optim, runtime
+from iwae import backends, cuda, curves, datasets, models, optim, rundirs, runtime
 from iwae.checkpoints import CheckpointStore, load_model_file, on_cpu, save_model_file
 from iwae.config import TrainConfig
 from iwae.errors import Diverged, Interrupted, UserError
-from iwae.files import write_json, write_text
+from iwae.files import check_writable, write_json, write_text
 from iwae.objectives import Objective
 from iwae.optim import Adam
 from iwae.progress import Progress
@@ -113,9 +113,12 @@ def _say(quiet: bool):
     return say
 
 
-def train(cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool | None = None) -> dict:
-    """Run (or resume) one training run; return its record (also written to train.json)."""
-    return Trainer(cfg, Path(out_dir), quiet, progress).run()
+def train(
+    cfg: TrainConfig, out_dir: Path, quiet: bool = False, progress: bool | None = None, restart: bool = False
+) -> dict:
+    """Run (or resume) one training run; return its record (also written to train.json).
+    `restart` trains over a finished run (or checkpoints) of another configuration."""
+    return Trainer(cfg, Path(out_dir), quiet, progress, restart=restart).run()
 
 
 class Trainer:
@@ -130,12 +133,15 @@ class Trainer:
         stop: StopRequest | None = None,
         data: datasets.Data | None = None,
         pack: dict | None = None,
+        restart: bool = False,
     ):
         """`stop`, `data` and `pack` are shared by the runs of a pack: one stop request for
-        the process, one copy of the dataset, and the pack's name and members."""
+        the process, one copy of the dataset, and the pack's name and members. A directory
+        holding a run of another configuration is refused, unless `restart` clears it."""
         self.cfg, self.out_dir, self.run_name = cfg, out_dir, out_dir.name
         self.say = _say(quiet)
         self.quiet = quiet
+        _claim(out_dir, cfg, restart, self.say)
         self.device = cuda.claim(resolve_device(cfg.device), say=self.say)
         runtime.setup(self.device, cfg.threads, cfg.tf32)
         self.data = data if data is not None else datasets.load(Path(cfg.data), self.device)
@@ -434,6 +440,21 @@ class Trainer:
         )
         write_json(self.out_dir / "train.json", record)
         return record
+
+
+def _claim(out_dir: Path, cfg: TrainConfig, restart: bool, say) -> None:
+    """Make `out_dir` this run's: refuse one that holds another configuration's run (or
+    links out of itself); with `restart`, first remove what an earlier run left there."""
+    rundirs.check_contained(out_dir)
+    check_writable(out_dir / "checkpoints" / "ckpt")  # before the work, not after it
+    if restart:
+        removed = rundirs.clear(out_dir)
+        if removed:
+            say(f"{out_dir}: starting over; removed {', '.join(p.name for p in removed)}")
+        return
+    why = rundirs.conflict(out_dir, cfg)
+    if why:
+        raise UserError(f"{why}; to train it again, pass --restart or delete the directory")
 
 
 def _continue_from(path: str, model, opt: Adam) -> None:

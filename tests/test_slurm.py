@@ -57,9 +57,9 @@ def test_smoke_preset_through_slurm_profile(cluster, tmp_path, raw_dir):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     runs = 24 + 2  # Table 1 and Table 2
-    with open(work / "results/tables/summary.csv") as f:
+    with open(work / "results/smoke/tables/summary.csv") as f:
         assert len(list(csv.DictReader(f))) == runs
-    assert (work / "results/report.tex").exists() and (work / "results/tables/table1.md").exists()
+    assert (work / "results/smoke/report.tex").exists() and (work / "results/smoke/tables/table1.md").exists()
     # the plugin names each job's rule and wildcards in its comment
     jobs = {j.get("Comment", ""): j for j in cluster.jobs()}
     heavy = {name for name in jobs if name.startswith(("rule_train_", "rule_evaluate_"))}

@@ -173,13 +173,17 @@ def test_sigterm_checkpoints_and_resumes(prepared, tmp_path, reference_run):
     assert torch.equal(_params(out), _params(reference_run))
 
 
-def test_checkpoint_of_another_configuration_is_not_resumed(prepared, tmp_path, reference_run):
+def test_checkpoint_of_another_configuration_is_refused_unless_restarted(prepared, tmp_path, reference_run):
     out = tmp_path / "other"
     proc = _start_and_stop(prepared, out, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
+    kept = sorted((out / "checkpoints").glob("ckpt-*.pt"))
     args = [a if a != "3" else "4" for a in TRAIN_ARGS]  # another seed
     result = run_cli("train", "--data", prepared["mnist"], *args, "--out", out)
-    assert result.returncode == 0
+    assert result.returncode == 2 and "a checkpoint of another configuration" in result.stderr, result.stderr
+    assert sorted((out / "checkpoints").glob("ckpt-*.pt")) == kept  # nothing deleted
+    result = run_cli("train", "--data", prepared["mnist"], *args, "--out", out, "--restart")
+    assert result.returncode == 0, result.stderr
     assert not torch.equal(_params(out), _params(reference_run))
 
 

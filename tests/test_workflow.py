@@ -34,12 +34,12 @@ def test_default_dag_is_table1(tmp_path):
     counts = job_counts(result.stdout)
     assert counts["train"] == 24 and counts["evaluate"] == 24, counts
     assert counts["table"] == 1 and counts["report"] == 1
-    runs = set(re.findall(r"results/runs/table1/([^/\s]+)/model\.pt", result.stdout))
+    runs = set(re.findall(r"results/paper/runs/table1/([^/\s]+)/model\.pt", result.stdout))
     assert len(runs) == 24 and "omniglot-2l-iwae-k50-s1" in runs and "mnist-1l-vae-k1-s1" in runs
 
 
 def test_paper_protocol_reaches_the_jobs(tmp_path):
-    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "results/runs/table1/mnist-2l-iwae-k50-s1/model.pt")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "results/paper/runs/table1/mnist-2l-iwae-k50-s1/model.pt")
     assert result.returncode == 0, result.stderr
     command = next(line for line in result.stdout.splitlines() if "iwae train" in line)
     for flag in ("--layers 2", "--objective iwae", "--k 50", "--epochs-per-stage 1,3,9,27,81,243,729,2187",
@@ -103,16 +103,19 @@ def test_two_stage_dag_links_each_second_stage_to_its_first(tmp_path):
     counts = job_counts(out)
     assert counts["train"] == 4 and counts["evaluate"] == 4, counts  # 2 second stages + their first stages
     job = _job(out, "train", "mnist-1l-vae-k1-to-iwae-k50-s1")
-    assert "results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job.split("output:")[0]
-    assert "--init-from results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job
+    assert "results/paper/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job.split("output:")[0]
+    assert "--init-from results/paper/runs/table1/mnist-1l-vae-k1-s1/model.pt" in job
     assert "--lr 0.0001" in job and "--epochs-per-stage 2187" in job and "--objective iwae --k 50" in job
     back = _job(out, "train", "mnist-1l-iwae-k50-to-vae-k1-s1")
-    assert "--init-from results/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in back and "--objective vae --k 1" in back
+    assert (
+        "--init-from results/paper/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in back
+        and "--objective vae --k 1" in back
+    )
 
 
 def test_estimators_dag(tmp_path):
     out = _dry(tmp_path, "run_experiments: [estimators]\n")
-    runs = set(re.findall(r"results/runs/estimators/([^/\s]+)/model\.pt", out))
+    runs = set(re.findall(r"results/paper/runs/estimators/([^/\s]+)/model\.pt", out))
     expected = {
         "iwae",
         "vae",
@@ -142,7 +145,7 @@ def test_packed_dag_has_one_training_job_per_experiment_and_dataset(tmp_path):
     assert train_jobs == {"train_table1_mnist": 1, "train_table1_omniglot": 1}, counts
     assert counts["evaluate"] == 24 and counts["pack_file"] == 2 and counts["table"] == 1
     job = _job(out, "train_table1_mnist", "mnist-2l-iwae-k50-s1")
-    assert "iwae train --pack results/packs/table1/mnist.json --threads 2" in job
+    assert "iwae train --pack results/paper/packs/table1/mnist.json --threads 2" in job
     assert job.split("output:")[1].split("\n")[0].count("/model.pt") == 12
     assert "runtime=25920" in job  # two processes on two threads, six runs each: 6 x 4320 minutes
 
@@ -151,8 +154,8 @@ def test_packed_second_stages_wait_for_their_first_stages(tmp_path):
     out = _dry(tmp_path, "run_experiments: [table2]\ncompute:\n  pack: 3\n")
     job = _job(out, "train_table2_mnist", "mnist-1l-vae-k1-to-iwae-k50-s1")
     inputs = job.split("output:")[0]
-    assert "results/runs/table1/mnist-1l-vae-k1-s1/model.pt" in inputs
-    assert "results/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in inputs
+    assert "results/paper/runs/table1/mnist-1l-vae-k1-s1/model.pt" in inputs
+    assert "results/paper/runs/table1/mnist-1l-iwae-k50-s1/model.pt" in inputs
     assert job_counts(out)["evaluate"] == 4
 
 
@@ -167,7 +170,7 @@ def test_quick_preset_anneals_table1_to_the_papers_last_learning_rate(tmp_path):
     result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", ROOT / "presets" / "quick.yaml")
     assert result.returncode == 0, result.stderr
     assert job_counts(result.stdout)["train"] == 42
-    commands = [line for line in result.stdout.splitlines() if "iwae train --out results/runs/table1/" in line]
+    commands = [line for line in result.stdout.splitlines() if "iwae train --out results/quick/runs/table1/" in line]
     assert len(commands) == 24
     for command in commands:
         flags = dict(re.findall(r"--([a-z0-9-]+) ([^-\s]\S*)", command))
@@ -213,17 +216,17 @@ def test_smoke_builds_every_output(smoke):
     again = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE)
     assert "Nothing to be done" in again.stdout + again.stderr
     assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
-    assert (work / "results/report.tex").stat().st_size > 1000
-    assert len(list((work / "results/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7
+    assert (work / "results/smoke/report.tex").stat().st_size > 1000
+    assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 24
+    assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7
 
 
 @pytest.mark.slow
 def test_smoke_table1_content(smoke):
     work, _ = smoke
-    rows = _markdown_rows(work / "results/tables/table1.md")
+    rows = _markdown_rows(work / "results/smoke/tables/table1.md")
     assert [(r[0], r[1]) for r in rows] == [("1", "1"), ("", "5"), ("", "50"), ("2", "1"), ("", "5"), ("", "50")]
-    header = (work / "results/tables/table1.md").read_text()
+    header = (work / "results/smoke/tables/table1.md").read_text()
     assert "MNIST VAE NLL" in header and "Omniglot (resized) IWAE NLL" in header
     assert "not the paper's Omniglot file" in header  # never presented as the paper's dataset
     for i, row in enumerate(rows):
@@ -233,24 +236,24 @@ def test_smoke_table1_content(smoke):
     # VAE and IWAE with k = 1 are the same objective: same seed, same run, same numbers
     for row in (rows[0], rows[3]):
         assert row[2] == row[4] and row[6] == row[8] and row[3] == row[5]
-    tex = (work / "results/tables/table1.tex").read_text()
+    tex = (work / "results/smoke/tables/table1.tex").read_text()
     assert r"\toprule" in tex and r"\multicolumn{4}{c}{MNIST}" in tex and "16+5" not in tex
 
 
 @pytest.mark.slow
 def test_smoke_vs_paper_and_summary(smoke):
     work, _ = smoke
-    rows = _markdown_rows(work / "results/tables/table1_vs_paper.md")
+    rows = _markdown_rows(work / "results/smoke/tables/table1_vs_paper.md")
     assert len(rows) == 24
     mnist_iwae_50 = next(r for r in rows if r[:4] == ["MNIST", "1", "IWAE", "50"])
     assert mnist_iwae_50[5] == "84.78" and mnist_iwae_50[8] == "25"
     assert math.isclose(float(mnist_iwae_50[6]), float(mnist_iwae_50[4]) - 84.78, abs_tol=0.011)
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
-    with open(work / "results/tables/summary.csv") as f:
+    with open(work / "results/smoke/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5 + 7  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
-    record = json.loads((work / "results/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
+    record = json.loads((work / "results/smoke/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
     assert record["environment"]["torch"] and record["training"]["train_seconds"] > 0
 
@@ -258,7 +261,7 @@ def test_smoke_vs_paper_and_summary(smoke):
 @pytest.mark.slow
 def test_smoke_other_experiment_tables(smoke):
     work, _ = smoke
-    tables = work / "results/tables"
+    tables = work / "results/smoke/tables"
     two = _markdown_rows(tables / "table2.md")
     assert [r[0] for r in two] == ["VAE (k=1) → IWAE (k=50)", "IWAE (k=50) → VAE (k=1)"]
     assert all(50 < float(r[1]) < 400 and 50 < float(r[3]) < 400 for r in two)
@@ -274,7 +277,7 @@ def test_smoke_other_experiment_tables(smoke):
     fixed = (tables / "fixed-binarization.md").read_text()
     assert "IWAE train NLL" in fixed and "IWAE valid NLL" in fixed and "IWAE shift" in fixed
     assert "MNIST (fixed binarization)" in fixed
-    record = json.loads((work / "results/runs/table1/mnist-1l-iwae-k5-s1/eval.json").read_text())
+    record = json.loads((work / "results/smoke/runs/table1/mnist-1l-iwae-k5-s1/eval.json").read_text())
     assert record["valid"]["points"] == 10 and record["valid"]["of"] == 400  # every run: its validation split
 
 
@@ -283,16 +286,16 @@ def test_smoke_random_weights_experiment(smoke):
     """Seed 001's experiment end to end: its table beside seed 001's values with paired
     differences, the validation curve in the training logs, the weights figure."""
     work, _ = smoke
-    rows = _markdown_rows(work / "results/tables/iwaer.md")
+    rows = _markdown_rows(work / "results/smoke/tables/iwaer.md")
     assert [r[1] for r in rows] == ["IWAE", "IWAER_rec", "IWAER"] * 2
     assert rows[2][6] == "-94.346 ± 0.025" and rows[5][6].endswith("†")  # Omniglot (resized): orientation only
     assert all(" ± " in r[7] for r in rows if r[1] != "IWAE")
-    run = work / "results/runs/iwaer/mnist-seed001-iwae-k25-iwaer-s1"
+    run = work / "results/smoke/runs/iwaer/mnist-seed001-iwae-k25-iwaer-s1"
     record = json.loads((run / "train.json").read_text())
     assert record["backend"] == "autograd" and record["config"]["random"] == "both"
     with open(run / "train_log.csv") as f:
         assert all(row["valid_bound"] for row in csv.DictReader(f))  # valid_every: 1 in the smoke preset
-    image = matplotlib.image.imread(work / "results/figures/iwaer/weights_mnist_seed001.png")
+    image = matplotlib.image.imread(work / "results/smoke/figures/iwaer/weights_mnist_seed001.png")
     assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05
 
 
@@ -301,24 +304,24 @@ def test_smoke_aevb_experiment(smoke):
     """Kingma & Welling's experiment end to end: the curves kept by each run, the HMC
     marginal likelihood beside L_k, the table and its findings, Frey Face figures 28 x 20."""
     work, _ = smoke
-    rows = _markdown_rows(work / "results/tables/aevb.md")
+    rows = _markdown_rows(work / "results/smoke/tables/aevb.md")
     assert sorted(r[0] for r in rows) == ["Frey Face"] + ["MNIST"] * 4
     marginal = [r for r in rows if r[3] == "200" and r[2] == "3" and r[1] == "10"]
     assert marginal and all(c.count("(") == 1 for c in marginal[0][8:10])  # HMC (L_k)
-    assert "qualitative comparison" in (work / "results/tables/aevb_vs_paper.md").read_text()
-    run = work / "results/runs/aevb/mnist-L10x3-sgvb-k1-n1000-s1"
+    assert "qualitative comparison" in (work / "results/smoke/tables/aevb_vs_paper.md").read_text()
+    run = work / "results/smoke/runs/aevb/mnist-L10x3-sgvb-k1-n1000-s1"
     with open(run / "curve.csv") as f:
         curve = list(csv.DictReader(f))
     assert [int(r["samples"]) for r in curve] == [100, 300, 500, 600] and all(r["train_ml"] for r in curve)
     record = json.loads((run / "train.json").read_text())
     assert record["config"]["family"] == "aevb" and set(record["pilot"]) == {"0.01", "0.02", "0.1"}
     assert len(record["curve"]) == 4 and record["backend"] == "autograd"
-    figures = work / "results/figures/aevb"
+    figures = work / "results/smoke/figures/aevb"
     for name in ("bound_vs_samples_mnist", "bound_vs_samples_freyface", "ml_vs_samples_marginal",
                  "manifold/freyface-L20x2-sgvb-k1-s1", "latents/mnist-L20x2-sgvb-k1-s1"):  # fmt: skip
         image = matplotlib.image.imread(figures / f"{name}.png")
         assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
-    report = (work / "results/report.tex").read_text()
+    report = (work / "results/smoke/report.tex").read_text()
     assert "Auto-Encoding Variational Bayes" in report and "manifold/freyface-L20x2-sgvb-k1-s1" in report
 
 
@@ -327,7 +330,7 @@ def test_smoke_posterior_experiment(smoke):
     """nbip's tasks end to end: the grid posterior beside L_k, 5-NN accuracy per layer, a
     conditional model evaluated given the label with its label mixture, their figures."""
     work, _ = smoke
-    rows = {r[0]: r for r in _markdown_rows(work / "results/tables/posterior.md")}
+    rows = {r[0]: r for r in _markdown_rows(work / "results/smoke/tables/posterior.md")}
     twod = rows["20-2, IWAE k=50"]
     assert abs(float(twod[2]) - float(twod[3])) < 1.0 and float(twod[5]) > 0  # grid log p(x) ~ L_k; KL > 0
     two_layers = rows["20-4/10-2, VAE k=50"]
@@ -336,10 +339,12 @@ def test_smoke_posterior_experiment(smoke):
     assert float(given[1]) < 0 and given[9] != "—"
     gain, stderr = given[10].split(" ± ")  # paired against the unconditional run on the same points
     assert float(stderr) > 0 and abs(float(gain)) < 50
-    record = json.loads((work / "results/runs/posterior/mnist-L20x10-iwae-k5-label_prior-s1/eval.json").read_text())
+    record = json.loads(
+        (work / "results/smoke/runs/posterior/mnist-L20x10-iwae-k5-label_prior-s1/eval.json").read_text()
+    )
     assert record["test"]["conditional"] and record["mixture"]["classes"] == 10
     assert record["training"]["config"]["condition"] == "label" and record["training"]["backend"] == "autograd"
-    figures = work / "results/figures/posterior"
+    figures = work / "results/smoke/figures/posterior"
     for name in ("posterior/mnist-L20x2-iwae-k50-s1", "pca/mnist-L20x4_10x2-vae-k50-s1",
                  "by_label/mnist-L20x10-iwae-k5-standard_prior-s1", "latents/mnist-L20x2-vae-k50-s1"):  # fmt: skip
         image = matplotlib.image.imread(figures / f"{name}.png")
@@ -377,9 +382,9 @@ def test_smoke_snakemake_report_renders_every_table_and_figure(smoke, tmp_path):
         exp = plan.experiments[name]
         for table in exp.tables():
             if table.endswith(".html"):
-                assert f"results/tables/{table}" in page, table
+                assert f"results/smoke/tables/{table}" in page, table
         for stem in exp.figures():
-            assert f"results/figures/{name}/{stem}.png" in page, stem
+            assert f"results/smoke/figures/{name}/{stem}.png" in page, stem
         assert exp.title in page
     assert "Training curves of the runs of" in page  # a caption, rendered with its wildcards
     chromium = _chromium()
@@ -401,7 +406,7 @@ def test_smoke_snakemake_report_renders_every_table_and_figure(smoke, tmp_path):
 @pytest.mark.slow
 def test_smoke_figures_have_content(smoke):
     work, _ = smoke
-    figures = work / "results/figures"
+    figures = work / "results/smoke/figures"
     expected = ["table1/nll_vs_k", "table1/curves_mnist_1l", "table1/curves_omniglot-resized_2l",
                 "table1/variances_mnist_2l", "estimators/variances_mnist_1l", "fixed-binarization/nll_vs_k",
                 "table2/samples/mnist-1l-vae-k1-to-iwae-k50-s1"]  # fmt: skip
@@ -426,15 +431,15 @@ def test_smoke_tables_and_report_compile(smoke, tmp_path):
                 "-interaction=nonstopmode",
                 "-halt-on-error",
                 f"-output-directory={tmp_path}",
-                work / f"results/tables/{table}.tex",
+                work / f"results/smoke/tables/{table}.tex",
             ],
             capture_output=True,
             text=True,  # fmt: skip
         )
         assert result.returncode == 0, result.stdout[-2000:]
-    assert (work / "results/report.pdf").stat().st_size > 50_000
-    report = (work / "results/report.tex").read_text()
-    assert report.count(r"\includegraphics") == len(list((work / "results/figures").rglob("*.pdf")))
+    assert (work / "results/smoke/report.pdf").stat().st_size > 50_000
+    report = (work / "results/smoke/report.tex").read_text()
+    assert report.count(r"\includegraphics") == len(list((work / "results/smoke/figures").rglob("*.pdf")))
     for title in ("Table 1", "Table 2", "Rainforth", "Fixed binarisation", "random network weights"):
         assert title in report
 
@@ -447,26 +452,29 @@ def test_packed_runs_are_the_runs_trained_alone(smoke, tmp_path, raw_dir):
     result = snakemake(tmp_path / "w", "--cores", "2", "--configfile", SMOKE, packed,
                        env={"IWAE_DATA_MIRROR": str(raw_dir)})  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    runs = list((tmp_path / "w/results/runs").glob("*/*/model.pt"))
+    runs = list((tmp_path / "w/results/smoke/runs").glob("*/*/model.pt"))
     assert len(runs) == 12 + 2  # the first stages' pack is all of Table 1's MNIST runs
     for model in runs:
         relative = model.relative_to(tmp_path / "w")
         ours, alone = (torch.load(p, weights_only=True)["model"]["params"] for p in (model, work / relative))
         assert torch.equal(ours, alone), relative
         assert json.loads((model.parent / "train.json").read_text())["pack"]["name"].endswith("-mnist")
-    assert (tmp_path / "w/results/tables/table2.md").read_text() == (work / "results/tables/table2.md").read_text()
+    assert (tmp_path / "w/results/smoke/tables/table2.md").read_text() == (
+        work / "results/smoke/tables/table2.md"
+    ).read_text()
 
 
 @pytest.mark.slow
 def test_regenerating_a_table_trains_nothing(smoke):
     work, _ = smoke
     for suffix in (".tex", ".md"):
-        (work / f"results/tables/table1{suffix}").unlink()
+        (work / f"results/smoke/tables/table1{suffix}").unlink()
     # targets before --configfile, which takes every file name that follows it
-    dry = snakemake(work, "results/tables/table1.tex", "-n", "--cores", "2", "--configfile", SMOKE)
+    args = ["results/smoke/tables/table1.tex", "--cores", "2", "--configfile", SMOKE, "--config", "report_only=True"]
+    dry = snakemake(work, *args, "-n")
     assert job_counts(dry.stdout) == {"table": 1}, dry.stdout[-2000:]
-    run = snakemake(work, "results/tables/table1.tex", "--cores", "2", "--configfile", SMOKE)
-    assert run.returncode == 0 and (work / "results/tables/table1.tex").exists()
+    run = snakemake(work, *args)
+    assert run.returncode == 0 and (work / "results/smoke/tables/table1.tex").exists()
 
 
 @pytest.mark.slow
@@ -476,7 +484,7 @@ def test_changing_evaluation_reruns_evaluation_only(smoke, tmp_path):
     more = overlay(tmp_path / "seed.yaml", "evaluation:\n  seed: 7\n")
     dry = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE, more)
     counts = job_counts(dry.stdout)
-    evaluated = len(list((work / "results/runs").glob("*/*/eval.json")))
+    evaluated = len(list((work / "results/smoke/runs").glob("*/*/eval.json")))
     assert counts.get("evaluate") == evaluated and "train" not in counts and "prepare" not in counts, counts
 
 
@@ -491,18 +499,18 @@ def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, mo
         tmp_path / "longer.yaml",
         "protocol:\n  epochs_per_stage: [3, 3]\n  train_subset: 3000\n  checkpoint_minutes: 0.002\n",
     )
-    target = "results/runs/table1/mnist-1l-iwae-k5-s1/model.pt"
+    target = "results/smoke/runs/table1/mnist-1l-iwae-k5-s1/model.pt"
     args = [target, "--cores", "1", "--configfile", SMOKE, longer]  # the target before --configfile
     snakemake(work, "results/data/mnist.npz", "--cores", "1", "--configfile", SMOKE)
     proc = subprocess.Popen(
         [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(work), *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
-    checkpoints = work / "results/runs/table1/mnist-1l-iwae-k5-s1/checkpoints"
+    checkpoints = work / "results/smoke/runs/table1/mnist-1l-iwae-k5-s1/checkpoints"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not list(checkpoints.glob("ckpt-*.pt")):
         time.sleep(0.1)
-    pid = subprocess.run(["pgrep", "-f", "iwae train --out results/runs/table1/mnist-1l-iwae-k5-s1"],
+    pid = subprocess.run(["pgrep", "-f", "iwae train --out results/smoke/runs/table1/mnist-1l-iwae-k5-s1"],
                          capture_output=True, text=True).stdout.split()  # fmt: skip
     assert pid, "training process not found"
     for p in pid:  # the job's shell and its python, as a scheduler signals a job at its time limit
@@ -513,6 +521,6 @@ def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, mo
     assert not (work / target).exists()
     resumed = snakemake(work, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    log = (work / "results/logs/train/table1/mnist-1l-iwae-k5-s1.log").read_text()
+    log = (work / "results/smoke/logs/train/table1/mnist-1l-iwae-k5-s1.log").read_text()
     assert "resuming from ckpt-" in log, log
     assert (work / target).exists()

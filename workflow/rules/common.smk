@@ -20,12 +20,18 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     _prefix += f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; '
 shell.prefix(_prefix)
 
-from iwae import catalogue
-from iwae.config import flags
+from iwae import catalogue, rundirs
+from iwae.config import TrainConfig, duplicate_keys, flags
 from iwae.errors import UserError
 from iwae.experiments import Plan
 from iwae.files import write_text
 
+for path in workflow.configfiles:  # YAML keeps the last of a key given twice, silently
+    for where in duplicate_keys(open(path).read()):
+        print(
+            f"warning: {path}, {where} given twice; the last value counts",
+            file=sys.stderr,
+        )
 validate(config, schema="../schemas/config.schema.yaml")
 try:  # names against their registries, options against the package's config classes
     PLAN = Plan.from_config(config)
@@ -33,7 +39,10 @@ except UserError as e:
     raise WorkflowError(f"config: {e}")
 
 RAW = config["data"]["raw_dir"]
-RESULTS = "results"
+DATA = "results/data"  # prepared datasets, shared by every configuration
+RESULTS = PLAN.results  # this configuration's runs, tables, figures and logs
+# report_only: tables and figures from finished runs only
+REPORT_ONLY = config.get("report_only", False)
 SELECTED = [PLAN.experiments[name] for name in PLAN.selected]
 PACKS = PLAN.packs(config["compute"].get("pack", "none"))
 RUN_OUTPUTS = ("model.pt", "train.json", "train_log.csv")
@@ -65,7 +74,7 @@ def run_file(experiment, run_id, name):
 
 
 def data_file(dataset):
-    return f"{RESULTS}/data/{dataset}.npz"
+    return f"{DATA}/{dataset}.npz"
 
 
 def evals_of(experiment):
@@ -73,6 +82,68 @@ def evals_of(experiment):
         run_file(experiment, r.id, "eval.json")
         for r in PLAN.experiments[experiment].runs
     ]
+
+
+def planned_runs():
+    """The runs of the selected experiments and the first stages they continue."""
+    runs = {}
+    for exp in SELECTED:
+        for run in exp.runs:
+            runs[(run.experiment, run.id)] = run
+            if run.first_stage:
+                runs[run.first_stage] = PLAN.run(*run.first_stage)
+    return list(runs.values())
+
+
+def run_options(run):
+    """The `iwae train` options of a run's job (all but device and threads)."""
+    options = run.train_options() | {"data": data_file(run.dataset)}
+    if run.first_stage:
+        options["init_from"] = run_file(*run.first_stage, "model.pt")
+    return options
+
+
+def refuse_runs_of_another_configuration():
+    """Before any job: a finished run in this results directory that this configuration
+    would train differently is never trained over (one line naming the options)."""
+    conflicts = []
+    for run in planned_runs():
+        try:
+            why = rundirs.conflict(
+                run_dir(run.experiment, run.id), TrainConfig.from_dict(run_options(run))
+            )
+        except UserError as e:
+            why = str(e)
+        if why:
+            conflicts.append(why)
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more runs)" if len(conflicts) > 1 else ""
+        raise WorkflowError(
+            f"{conflicts[0]}{more}: give the --configfile that made them, delete those run directories to train "
+            f"them again, or give this configuration its own `results:` directory"
+        )
+
+
+def refuse_unfinished_runs():
+    """report_only: every planned run must be trained and evaluated already."""
+    missing = [
+        path
+        for run in planned_runs()
+        for path in (
+            run_file(run.experiment, run.id, f) for f in ("model.pt", "eval.json")
+        )
+        if not os.path.exists(path)
+    ]
+    if missing:
+        raise WorkflowError(
+            f"report_only: {len(missing)} files of runs that are not finished and evaluated are missing "
+            f"(e.g. {missing[0]}); run without report_only to train and evaluate them"
+        )
+
+
+refuse_runs_of_another_configuration()
+if REPORT_ONLY:
+    refuse_unfinished_runs()
 
 
 # ---------------------------------------------------------------- compute
@@ -129,11 +200,16 @@ def train_inputs(wildcards):
 
 
 def train_args(wildcards):
-    run = run_of(wildcards)
-    options = run.train_options() | {"device": config["compute"]["device"]}
-    if run.first_stage:
-        options["init_from"] = run_file(*run.first_stage, "model.pt")
-    return cli_args(options)
+    """Its options as flags, but the dataset (the job's input)."""
+    options = run_options(run_of(wildcards)) | {"device": config["compute"]["device"]}
+    return cli_args({k: v for k, v in options.items() if k != "data"})
+
+
+def run_outputs(run):
+    """A training job's outputs, flagged `update`: Snakemake neither deletes them before the
+    job nor keeps a failed job's, it restores the previous ones. A failed retrain (a damaged
+    dataset, a refused configuration) thus never loses a finished model."""
+    return [update(run_file(run.experiment, run.id, name)) for name in RUN_OUTPUTS]
 
 
 def pack_file(pack):
@@ -159,10 +235,7 @@ def pack_spec(experiment, name):
         raise WorkflowError(f"no pack {name} in experiment {experiment}")
     runs = []
     for run in pack.runs:
-        options = run.train_options() | {"data": data_file(run.dataset)}
-        options["device"] = config["compute"]["device"]
-        if run.first_stage:
-            options["init_from"] = run_file(*run.first_stage, "model.pt")
+        options = run_options(run) | {"device": config["compute"]["device"]}
         runs.append({"out": run_dir(run.experiment, run.id), "options": options})
     return json.dumps({"name": f"{experiment}-{name}", "runs": runs})
 
@@ -302,4 +375,7 @@ def final_outputs():
     out += report_outputs()
     for exp in SELECTED:
         out += experiment_tables(exp) + experiment_figures(exp)
+    # every model too: one missing (deleted, or lost to a crash) is trained again even when
+    # the tables made from it are still there
+    out += [run_file(run.experiment, run.id, "model.pt") for run in planned_runs()]
     return out

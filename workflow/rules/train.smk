@@ -1,6 +1,7 @@
 # Training: one job per run, or with compute.pack one job per pack of runs (iwae.packs).
 # Checkpoints live beside the outputs but are not declared as outputs, so Snakemake never
-# deletes them: a killed or failed job resumes where it stopped.
+# deletes them: a killed or failed job resumes where it stopped. The outputs are flagged
+# `update`: a failed job gets the previous model back, never a deleted one.
 
 
 # the pack file: every run's directory and options (rewritten when an option changes);
@@ -23,9 +24,9 @@ if not PACKS:
         input:
             unpack(train_inputs),
         output:
-            model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
-            record=f"{RESULTS}/runs/{{experiment}}/{{run}}/train.json",
-            curve=f"{RESULTS}/runs/{{experiment}}/{{run}}/train_log.csv",
+            model=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt"),
+            record=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/train.json"),
+            curve=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/train_log.csv"),
         log:
             f"{RESULTS}/logs/train/{{experiment}}/{{run}}.log",
         benchmark:
@@ -41,7 +42,7 @@ if not PACKS:
             out=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
             args=train_args,
         shell:
-            "python -m iwae train --out {params.out} --data {input.data} {params.args} --threads {threads} > {log} 2>&1"
+            "python -m iwae train --out {params.out:q} --data {input.data:q} {params.args} --threads {threads} > {log:q} 2>&1"
 
 else:
 
@@ -55,11 +56,7 @@ else:
                 data=data_file(pack.runs[0].dataset),
                 first_stages=pack_first_stages(pack),
             output:
-                [
-                    run_file(pack.experiment, r.id, f)
-                    for r in pack.runs
-                    for f in RUN_OUTPUTS
-                ],
+                [f for r in pack.runs for f in run_outputs(r)],
             log:
                 f"{RESULTS}/logs/train/{pack.experiment}/pack-{pack.name}.log",
             benchmark:
@@ -72,4 +69,4 @@ else:
                 runtime=pack_resource(pack, "train_runtime_min"),
                 mem_mb=pack_resource(pack, "train_mem_mb"),
             shell:
-                "python -m iwae train --pack {input.spec} --threads {threads} > {log} 2>&1"
+                "python -m iwae train --pack {input.spec:q} --threads {threads} > {log:q} 2>&1"
