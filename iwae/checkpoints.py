@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from iwae.errors import UserError
-from iwae.files import atomic_path
+from iwae.files import write_torch
 
 CHECKPOINT_FORMAT = 1
 KEEP_CHECKPOINTS = 2
@@ -32,8 +32,7 @@ class CheckpointStore:
 
     def save(self, state: dict, global_epoch: int, step: int) -> Path:
         path = self.directory / f"ckpt-{global_epoch:06d}-{step:07d}.pt"
-        with atomic_path(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, **state}, tmp)
+        write_torch(path, {"format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint, **state})
         for old in self.paths()[KEEP_CHECKPOINTS:]:
             old.unlink(missing_ok=True)
         return path
@@ -64,8 +63,7 @@ def save_model_file(path: Path, model, optimizer_state: dict, config: dict, data
         "config": config,
         "dataset": dataset,
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch(path, state)
 
 
 def load_model_file(path: Path) -> dict:
@@ -75,20 +73,35 @@ def load_model_file(path: Path) -> dict:
         raise UserError(f"{path}: no such model file") from None
     except Exception as e:
         raise UserError(f"{path}: not a model file ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+    if (
+        not isinstance(state, dict)
+        or state.get("format") != CHECKPOINT_FORMAT
+        or not isinstance(state.get("model"), dict)
+    ):
         raise UserError(f"{path}: not a model file written by this version")
+    params = state["model"].get("params")
+    if not torch.is_tensor(params) or not bool(torch.isfinite(params).all()):
+        raise UserError(f"{path}: its parameters are missing or not finite (NaN or infinite); not a usable model")
+    if not isinstance(state.get("config"), dict):
+        raise UserError(f"{path}: not a model file written by this version (no training configuration)")
     return state
 
 
 def load_model(path: Path, device="cpu"):
     """The model of a model file (any family), on `device`."""
+    return model_of(load_model_file(Path(path)), path, device)
+
+
+def model_of(state: dict, path: Path, device="cpu"):
+    """The model of a loaded model file's state; a state that does not fit its own
+    architecture (a parameter vector of the wrong size) is a one-line error naming `path`."""
     from iwae import models
 
-    state = load_model_file(Path(path))
     try:
         return models.from_state(state["model"], device)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path}: not a model file written by this version ({type(e).__name__}: {e})") from None
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path}: not a model file written by this version ({why})") from None
 
 
 def on_cpu(state: dict) -> dict:

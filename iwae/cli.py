@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -30,6 +31,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
     return value
 
 
@@ -92,14 +103,19 @@ def _options(kind, args, config_file: str | None = None):
 def _read_config_file(path: Path) -> dict:
     import yaml
 
+    from iwae.config import duplicate_keys
+
     try:
-        values = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        values = yaml.safe_load(text)
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
     if not isinstance(values, dict):
         raise UserError(f"{path}: expected a mapping of training options")
+    for where in duplicate_keys(text):
+        print(f"warning: {path}, {where} given twice; the last value counts", file=sys.stderr)
     return values
 
 
@@ -138,7 +154,9 @@ def cmd_evaluate(args) -> int:
     cfg = _options(EvalConfig, args)
     run = Path(args.run)
     model = Path(args.model) if args.model else run / "model.pt"
-    data = args.data or load_model_file(model)["config"]["data"]
+    data = args.data or load_model_file(model)["config"].get("data")
+    if not data:
+        raise UserError(f"{model}: its configuration names no dataset; pass --data")
     record = evaluate(model, Path(data), Path(args.out) if args.out else run / "eval.json", cfg, quiet=args.quiet)
     t = record["test"]
     print(
@@ -271,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mirror", help="local mirror directory or http(s) base URL tried first (default: $IWAE_DATA_MIRROR)"
     )
-    p.add_argument("--timeout", type=float, default=60.0, help="seconds per network request (default: 60)")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, help="seconds per network request (default: 60)")
     p.add_argument("--retries", type=_positive_int, default=3, help="attempts per URL (default: 3)")
     p.add_argument(
         "--only", help="fetch only this raw file (its name under --dest, e.g. mnist/t10k-labels-idx1-ubyte.gz)"
@@ -311,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training and evaluation speed (steps/s, points/s)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--threads", type=_positive_int, help="CPU threads")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of one timed trial (default: 2)")
+    p.add_argument("--seconds", type=_positive_float, default=2.0, help="length of one timed trial (default: 2)")
     p.add_argument("--repeats", type=_positive_int, default=5, help="trials per figure (default: 5)")
     p.add_argument(
         "--backend",
@@ -331,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: the prepared check of Table 1's cost on a GPU (about 6 minutes; iwae.gpu_report), "
         "written to DIR/report.json; on a CPU a quick version of it",
     )
-    p.add_argument("--minutes", type=float, default=6.0, help="time budget of --gpu-report (default: 6)")
+    p.add_argument("--minutes", type=_positive_float, default=6.0, help="time budget of --gpu-report (default: 6)")
     p.add_argument("--out", help="also write the results as JSON")
     p.set_defaults(func=cmd_bench)
 
@@ -382,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Diverged as e:
-        print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 3
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

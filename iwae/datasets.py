@@ -138,9 +138,37 @@ def load(path: Path, device="cpu", dtype=torch.float32) -> Data:
                 labels = {s: torch.from_numpy(z[f"{s}_labels"]).long().to(device) for s in ("train", "valid", "test")}
     except FileNotFoundError:
         raise UserError(f"{path}: no such prepared dataset; run `python -m iwae prepare` first") from None
-    except (OSError, ValueError, KeyError, json.JSONDecodeError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path}: not a prepared dataset ({e})") from None
+    except (
+        OSError,
+        EOFError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        json.JSONDecodeError,
+        zipfile.BadZipFile,
+    ) as e:
+        raise UserError(f"{path}: not a prepared dataset ({type(e).__name__}: {e})") from None
+    _check_shapes(path, meta, arrays, labels)
     return Data(meta=meta, labels=labels, **arrays)
+
+
+def _check_shapes(path: Path, meta: dict, arrays: dict[str, Tensor], labels: dict[str, Tensor] | None) -> None:
+    """The splits as the dataset's catalogue entry has them (or, for data made elsewhere,
+    as its record says): images of one size, one label per image. A damaged or foreign file
+    fails here, not later inside a matrix product."""
+    name = meta.get("dataset")
+    if name in catalogue.CATALOGUE:
+        pixels = catalogue.get(name).pixels
+    elif "image_shape" in meta:
+        pixels = int(np.prod(meta["image_shape"]))
+    else:
+        pixels = arrays["train"].shape[-1]
+    for split, x in arrays.items():
+        if x.dim() != 2 or x.shape[1] != pixels:
+            raise UserError(f"{path}: the {split} split has shape {tuple(x.shape)}; {name} images have {pixels} pixels")
+        if labels is not None and labels[split].shape != (x.shape[0],):
+            raise UserError(f"{path}: the {split} split has {x.shape[0]} images but {labels[split].numel()} labels")
 
 
 def _decode(array: np.ndarray, scale: int | None, device, dtype) -> Tensor:

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from iwae import backends, cuda, datasets, models, runtime
-from iwae.checkpoints import load_model_file
+from iwae import backends, cuda, datasets, runtime
+from iwae.checkpoints import load_model_file, model_of
 from iwae.config import EvalConfig
 from iwae.errors import UserError
-from iwae.files import write_json
+from iwae.files import check_writable, write_json
 from iwae.progress import Progress
 from iwae.provenance import environment, resolve_device
 
@@ -126,17 +126,19 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     """Evaluate a trained run as `cfg` says; write and return its record (eval.json)."""
     cfg = cfg or EvalConfig()
     started = time.monotonic()
+    check_writable(out)  # before the work, not after it
     dev = cuda.claim(resolve_device(cfg.device))
     k, batch, chunk = cfg.k, cfg.batch, cfg.chunk or default_chunk(dev, cfg.batch)
     runtime.setup(dev, cfg.threads)
     state = load_model_file(Path(model_path))
-    model = models.from_state(state["model"], dev)
+    model = model_of(state, Path(model_path), dev)
     backend = backends.select(model, cfg.backend)
     data = datasets.load(Path(data_path), dev)
     if data.meta["dataset"] != state["dataset"]:
         raise UserError(
             f"{data_path}: dataset {data.meta['dataset']!r}, but {model_path} was trained on {state['dataset']!r}"
         )
+    _check_sizes(cfg, data, state["config"])
     # binarisations come from a CPU stream, so the test set is the same on every device;
     # the samples come from a stream on the device
     bits = torch.Generator().manual_seed(cfg.seed)
@@ -213,8 +215,27 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     }
     record["eval_seconds"] = round(time.monotonic() - started, 2)
     record["environment"] = environment(dev)
+    _check_finite(record, model_path)
     write_json(out, record)
     return record
+
+
+def _check_sizes(cfg: EvalConfig, data, train_config: dict) -> None:
+    """Refuse more test or training points than there are (validation points are capped at
+    the split's size on purpose: MNIST's holds 400, fewer than the default 1,000)."""
+    name = data.meta["dataset"]
+    if cfg.test_points is not None and cfg.test_points > data.test.shape[0]:
+        raise UserError(f"test_points: {cfg.test_points} exceeds the {data.test.shape[0]} test points of {name}")
+    seen = min(train_config.get("train_subset") or data.train.shape[0], data.train.shape[0])
+    if cfg.train_points > seen:
+        raise UserError(f"train_points: {cfg.train_points} exceeds the {seen} training points the run saw")
+
+
+def _check_finite(record: dict, model_path: Path) -> None:
+    """A model whose estimates are not finite is refused rather than recorded."""
+    summaries = [record["test"], *record["bounds"].values()] + [record[s] for s in ("train", "valid") if s in record]
+    if not all(math.isfinite(s["log_likelihood"]) for s in summaries):
+        raise UserError(f"{model_path}: its log-likelihood estimate is not finite (NaN or infinite); nothing written")
 
 
 def marginal_likelihoods(model, backend, data, binary, test_set, state: dict, cfg: EvalConfig, gen, chunk: int) -> dict:

@@ -157,7 +157,7 @@ def _interleave(name: str, trainers: list, device) -> list:
                         records.append(trainer.finish())
                         del loops[key]
             except Diverged as e:  # this run stops; its pack-mates go on
-                print(f"error: {e}; the last good checkpoint is kept", file=sys.stderr, flush=True)
+                print(f"error: {e}", file=sys.stderr, flush=True)
                 diverged.append(str(e))
                 del loops[key]
             except Interrupted as e:

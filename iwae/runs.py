@@ -86,14 +86,18 @@ class Run:
 
         path = Path(data or self.config["data"])
         if not path.is_absolute() and not path.exists():
-            path = self.path.parents[2].parent / path  # results/runs/<exp>/<run> -> the workflow's directory
+            # a workflow's path is relative to its working directory: the nearest one above
+            # the run that holds it (results/<configuration>/runs/<exp>/<run> in a workflow)
+            found = [d / path for d in self.path.resolve().parents if (d / path).exists()]
+            if not found:
+                raise UserError(f"run {self.name}: its dataset {path} is neither here nor above the run; pass data=")
+            path = found[0]
         return datasets.load(path).binarized_test(seed, self.config.get("grey_levels", False)).to(self.device)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """A finished run from its directory (or its model.pt), on `device` ('cpu', 'cuda', ...)."""
-    from iwae.checkpoints import load_model_file
-    from iwae.models import from_state
+    from iwae.checkpoints import load_model_file, model_of
 
     path = Path(path)
     directory = path.parent if path.suffix == ".pt" else path
@@ -101,17 +105,17 @@ def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
         raise UserError(f"{directory}: no such run directory")
     state = load_model_file(directory / "model.pt")
     device = torch.device(device)
-    try:
-        model = from_state(state["model"], device)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{directory / 'model.pt'}: not a model file written by this version ({e})") from None
+    model = model_of(state, directory / "model.pt", device)
     records = {}
     for name in ("train", "eval"):
         file = directory / f"{name}.json"
         if file.exists():
             try:
                 records[name] = json.loads(file.read_text())
-            except json.JSONDecodeError as e:
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise UserError(f"{file}: not a readable JSON record ({e})") from None
+            if not isinstance(records[name], dict):
+                kind = {"train": "a training", "eval": "an evaluation"}[name]
+                raise UserError(f"{file}: not {kind} record (a JSON {type(records[name]).__name__}, not an object)")
     return Run(directory, model, state["config"], state["dataset"], records.get("train", {}), records.get("eval"),
                device)  # fmt: skip

@@ -306,7 +306,8 @@ class Trainer:
         return time.monotonic() - self.last_checkpoint > self.cfg.checkpoint_minutes * 60
 
     def diverged(self, what: str, stage: int, epoch: int) -> Diverged:
-        return Diverged(f"run {self.run_name}: non-finite {what} at stage {stage + 1}, epoch {epoch + 1}")
+        kept = "its last good checkpoint is kept" if self.store.paths() else "no checkpoint was written before it"
+        return Diverged(f"run {self.run_name}: non-finite {what} at stage {stage + 1}, epoch {epoch + 1}; {kept}")
 
     def interrupted(self, stage: int, epoch: int) -> Interrupted:
         return Interrupted(f"{self.run_name}: interrupted at stage {stage + 1}, epoch {epoch + 1}", self.stop.signum)

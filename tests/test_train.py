@@ -309,3 +309,12 @@ def test_position_driven_steps_equal_eager_steps_even_resumed_at_an_epochs_end(p
     resumed.run()
     assert resumed.resumes == 1
     assert torch.equal(_params(tmp_path / "positions"), _params(tmp_path / "eager"))
+
+
+def test_identical_runs_write_identical_files(prepared, tmp_path):
+    """A reproduction can be confirmed with sha256sum: the same run writes the same bytes."""
+    args = ["--data", prepared["mnist"], "--layers", "1", "--k", "2", "--epochs-per-stage", "1",
+            "--train-subset", "100", "--threads", "1", "--quiet"]  # fmt: skip
+    for name in ("a", "b"):
+        assert run_cli("train", "--out", tmp_path / name, *args).returncode == 0
+    assert (tmp_path / "a/model.pt").read_bytes() == (tmp_path / "b/model.pt").read_bytes()
