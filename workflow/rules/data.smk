@@ -5,7 +5,7 @@ rule fetch:
     output:
         f"{RAW}/{{raw}}",
     log:
-        f"{RESULTS}/logs/fetch/{{raw}}.log",
+        f"{DATA}/logs/fetch/{{raw}}.log",
     wildcard_constraints:
         raw="|".join(map(re.escape, RAW_DATASET)),
     conda:
@@ -15,19 +15,19 @@ rule fetch:
         mirror=mirror_arg,
         dest=lambda wildcards, output: output[0].removesuffix(wildcards.raw).rstrip("/"),
     shell:
-        "python -m iwae fetch {params.dataset} --only {wildcards.raw} --dest {params.dest} {params.mirror} > {log} 2>&1"
+        "python -m iwae fetch {params.dataset:q} --only {wildcards.raw:q} --dest {params.dest:q} {params.mirror} > {log:q} 2>&1"
 
 
 rule prepare:
     input:
         raw_inputs,
     output:
-        f"{RESULTS}/data/{{dataset}}.npz",
+        f"{DATA}/{{dataset}}.npz",
     log:
-        f"{RESULTS}/logs/prepare/{{dataset}}.log",
+        f"{DATA}/logs/prepare/{{dataset}}.log",
     conda:
         "../../envs/iwae.yaml"
     params:
         raw=RAW,
     shell:
-        "python -m iwae prepare {wildcards.dataset} --raw {params.raw} --out {output} > {log} 2>&1"
+        "python -m iwae prepare {wildcards.dataset:q} --raw {params.raw:q} --out {output:q} > {log:q} 2>&1"

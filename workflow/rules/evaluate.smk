@@ -22,5 +22,5 @@ rule evaluate:
         run=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
         args=eval_args,
     shell:
-        "python -m iwae evaluate --run {params.run} --model {input.model} --data {input.data} --out {output}"
-        " {params.args} --threads {threads} > {log} 2>&1"
+        "python -m iwae evaluate --run {params.run:q} --model {input.model:q} --data {input.data:q} --out {output:q}"
+        " {params.args} --threads {threads} > {log:q} 2>&1"

@@ -29,13 +29,11 @@ rule table:
         "../../envs/iwae.yaml"
     params:
         layout=lambda wildcards: PLAN.experiments[wildcards.experiment].layout,
-        title=lambda wildcards: shlex.quote(
-            PLAN.experiments[wildcards.experiment].title
-        ),
+        title=lambda wildcards: PLAN.experiments[wildcards.experiment].title,
         out_dir=lambda wildcards, output: os.path.dirname(output.tex),
     shell:
-        "python -m iwae report table --experiment {wildcards.experiment} --layout {params.layout}"
-        " --title {params.title} --evals {input.evals} --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m iwae report table --experiment {wildcards.experiment:q} --layout {params.layout:q}"
+        " --title {params.title:q} --evals {input.evals:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule group_figure:
@@ -59,7 +57,7 @@ rule group_figure:
     params:
         stem=lambda wildcards, output: stem(output.pdf),
     shell:
-        "python -m iwae report figure {wildcards.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+        "python -m iwae report figure {wildcards.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule weights_figure:
@@ -81,7 +79,7 @@ rule weights_figure:
     params:
         stem=lambda wildcards, output: stem(output.pdf),
     shell:
-        "python -m iwae report figure weights --models {input.models} --out-stem {params.stem} > {log} 2>&1"
+        "python -m iwae report figure weights --models {input.models:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule section_figure:
@@ -107,7 +105,7 @@ rule section_figure:
         stem=lambda wildcards, output: stem(output.pdf),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
-        "python -m iwae report figure {params.kind} --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+        "python -m iwae report figure {params.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule run_figure:
@@ -132,8 +130,8 @@ rule run_figure:
         stem=lambda wildcards, output: stem(output.pdf),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
-        "python -m iwae report figure {params.kind} --model {input.model} --data {input.data} --out-stem {params.stem}"
-        " > {log} 2>&1"
+        "python -m iwae report figure {params.kind:q} --model {input.model:q} --data {input.data:q} --out-stem {params.stem:q}"
+        " > {log:q} 2>&1"
 
 
 rule nll_vs_k:
@@ -155,7 +153,7 @@ rule nll_vs_k:
     params:
         stem=lambda wildcards, output: stem(output.pdf),
     shell:
-        "python -m iwae report figure nll-vs-k --evals {input.evals} --out-stem {params.stem} > {log} 2>&1"
+        "python -m iwae report figure nll-vs-k --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule samples:
@@ -177,8 +175,8 @@ rule samples:
     params:
         stem=lambda wildcards, output: stem(output.pdf),
     shell:
-        "python -m iwae report figure samples --model {input.model} --data {input.data} --out-stem {params.stem}"
-        " > {log} 2>&1"
+        "python -m iwae report figure samples --model {input.model:q} --data {input.data:q} --out-stem {params.stem:q}"
+        " > {log:q} 2>&1"
 
 
 rule summary:
@@ -197,7 +195,7 @@ rule summary:
     conda:
         "../../envs/iwae.yaml"
     shell:
-        "python -m iwae report summary --evals {input.evals} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "python -m iwae report summary --evals {input.evals:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -214,8 +212,8 @@ rule report:
     params:
         titles=" ".join(shlex.quote(f"{exp.name}={exp.title}") for exp in SELECTED),
     shell:
-        "python -m iwae report document --tables {input.tables} --figures {input.figures}"
-        " --titles {params.titles} --out {output} > {log} 2>&1"
+        "python -m iwae report document --tables {input.tables:q} --figures {input.figures:q}"
+        " --titles {params.titles} --out {output:q} > {log:q} 2>&1"
 
 
 rule report_pdf:
@@ -230,4 +228,4 @@ rule report_pdf:
     conda:
         "../../envs/iwae.yaml"
     shell:
-        "python -m iwae report pdf --tex {input.tex} --out {output} > {log} 2>&1"
+        "python -m iwae report pdf --tex {input.tex:q} --out {output:q} > {log:q} 2>&1"
