@@ -107,6 +107,26 @@ def test_notes_say_which_test_points(tmp_path, test_of, says):
     assert ("the paper: k = 5000 on the whole test set" in notes) == (test_of != 500)
 
 
+@pytest.mark.parametrize(
+    "epochs,trained_on,says",
+    [
+        (
+            12,
+            23000,
+            "trained for 12 epochs on 23,000 training points (the paper: 3,280 epochs on the whole training set)",
+        ),
+        (1, 59600, "trained for 1 epoch (the paper: 3,280 epochs)"),
+        (3280, 200, "trained on 200 training points (the paper: the whole training set)"),
+    ],
+)
+def test_notes_give_the_training_length_and_subset(tmp_path, epochs, trained_on, says):
+    p = record(tmp_path, "t", "mnist-1l-iwae-k5-s1", epochs=epochs)
+    rec = json.loads(p.read_text())
+    rec["training"]["train_points"] = trained_on
+    p.write_text(json.dumps(rec))
+    assert says in tables.nll_au(records.frame([p])).notes
+
+
 def test_latex_refuses_characters_it_cannot_spell():
     with pytest.raises(ValueError, match="no LaTeX spelling"):
         tables._tex("ünicode")

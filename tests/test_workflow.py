@@ -192,6 +192,32 @@ def test_lint_and_format():
     assert fmt.returncode == 0, fmt.stderr
 
 
+def test_report_captions_are_clean_restructured_text():
+    """Each caption of Snakemake's report, rendered as the report does (Jinja, then docutils),
+    without a docutils warning or error (an unescaped |x| is an undefined substitution)."""
+    import io
+
+    import docutils.core
+    import jinja2
+
+    class Names(dict):
+        def __getattr__(self, name):
+            return f"<{name}>"
+
+    class Job:  # what a caption reads: snakemake.wildcards.x, .params.x, .config[...]
+        config = {"run_experiments": ["table1"]}
+
+        def __getattr__(self, name):
+            return Names()
+
+    snakemake_object = Job()
+    for caption in sorted((ROOT / "workflow/report").glob("*.rst")):
+        text = jinja2.Template(caption.read_text()).render(snakemake=snakemake_object)
+        messages = io.StringIO()
+        docutils.core.publish_doctree(text, settings_overrides={"report_level": 2, "warning_stream": messages})
+        assert not messages.getvalue(), f"{caption.name}: {messages.getvalue()}"
+
+
 # --------------------------------------------------------------------------- smoke preset
 
 

@@ -191,13 +191,36 @@ def _protocol_notes(
         + ("" if paper else f" ({reference}: k = {reference_k} on the whole test set)")
     )
     epochs = sorted(set(df["epochs"]))
-    if epochs != [paper_epochs]:
-        notes.append(f"{trained} for {', '.join(map(str, epochs))} epochs ({reference}: {paper_epochs:,})")
+    subset = _training_subset(df)
+    if epochs != [paper_epochs] or subset:
+        length = f" for {_counted(epochs, 'epoch')}" if epochs != [paper_epochs] else ""
+        theirs = f"{paper_epochs:,} epochs" if length else ""
+        if subset:
+            theirs += (" on " if theirs else "") + "the whole training set"
+        notes.append(f"{trained}{length}{f' on {subset}' if subset else ''} ({reference}: {theirs})")
     for dataset in sorted(set(df["dataset"])) if caveats else []:
         entry = catalogue.CATALOGUE.get(dataset)
         if entry and entry.caveat:
             notes.append(f"{entry.label}: {entry.caveat}")
     return notes
+
+
+def _counted(values: list, noun: str) -> str:
+    """[12] -> '12 epochs', [1] -> '1 epoch', [3, 12] -> '3, 12 epochs'."""
+    return f"{', '.join(f'{int(v):,}' for v in values)} {noun}{'' if list(values) == [1] else 's'}"
+
+
+def _training_subset(df: pd.DataFrame) -> str:
+    """'23,000 training points' where runs trained on fewer than their dataset's whole
+    training split (train_subset), else ''."""
+    if "trained_on" not in df.columns:
+        return ""
+    partial = set()
+    for dataset, trained_on in zip(df["dataset"], df["trained_on"]):
+        entry = catalogue.CATALOGUE.get(dataset)
+        if entry is not None and not pd.isna(trained_on) and int(trained_on) < entry.splits[0]:
+            partial.add(int(trained_on))
+    return _counted(sorted(partial), "training point") if partial else ""
 
 
 def nll_au(df: pd.DataFrame) -> Table:
