@@ -205,7 +205,7 @@ def test_report_captions_are_clean_restructured_text():
             return f"<{name}>"
 
     class Job:  # what a caption reads: snakemake.wildcards.x, .params.x, .config[...]
-        config = {"run_experiments": ["table1"]}
+        config = {"run_experiments": ["table1"], "results": "results/paper"}
 
         def __getattr__(self, name):
             return Names()
@@ -238,10 +238,9 @@ def _markdown_rows(path: Path) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_smoke_builds_every_output(smoke):
-    work, seconds = smoke
+    work, _ = smoke
     again = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE)
     assert "Nothing to be done" in again.stdout + again.stderr
-    assert seconds < 600  # about 3 minutes on 2 cores; generous for a loaded machine
     assert (work / "results/smoke/report.tex").stat().st_size > 1000
     assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 24
     assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7
