@@ -1,5 +1,5 @@
 # Two commands for a fresh machine:
-#   make quick   set everything up, then run the quick preset (every table, ~1 hour, 2 cores)
+#   make quick   set everything up, then run the quick preset (every table, 50 to 90 min on 2 cores)
 #   make test    the whole test suite (lint, unit, workflow, Slurm), as CI runs it
 #
 # PyTorch: TORCH=torch==2.13.0 by default; on a CUDA machine e.g.

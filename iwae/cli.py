@@ -264,7 +264,7 @@ EXAMPLES = """examples:
   python -m iwae bench --repeats 3                             # steps/s of both backends
   python -m iwae report table --experiment table1 --layout nll-au --evals runs/*/eval.json
 
-in Python, a finished run: run = iwae.load_run("results/runs/table1/mnist-1l-iwae-k50-s1")
+in Python, a finished run: run = iwae.load_run("results/quick/runs/table1/mnist-1l-iwae-k50-s1")
 """
 
 

@@ -13,9 +13,9 @@ pack-mates'. On a CPU with several threads the pack is split over worker process
 thread, each training its share of the runs with one thread: a pack is then never slower
 than the same runs as separate jobs with the same total threads.
 
-The pack file (written by the workflow, `results/packs/<experiment>/<pack>.json`):
+The pack file (written by the workflow, `results/<configuration>/packs/<experiment>/<pack>.json`):
 
-    {"name": "table1-mnist", "runs": [{"out": "results/runs/table1/mnist-1l-vae-k1-s1",
+    {"name": "table1-mnist", "runs": [{"out": "results/paper/runs/table1/mnist-1l-vae-k1-s1",
                                        "options": {<TrainConfig values>}}, ...]}
 """
 

@@ -1,11 +1,11 @@
-"""Finished runs in Python: `iwae.load_run("results/runs/table1/mnist-1l-iwae-k50-s1")`.
+"""Finished runs in Python: `iwae.load_run("results/quick/runs/table1/mnist-1l-iwae-k50-s1")`.
 
 A finished run is its directory: model.pt (parameters and configuration), train.json (the
 training record) and, once evaluated, eval.json. `load_run` reads them, refusing a corrupt
 or foreign file with the one-line error the command line gives, and returns a `Run` whose
 model answers in tensors:
 
-    run = iwae.load_run("results/runs/table1/mnist-1l-iwae-k50-s1", device="cpu")
+    run = iwae.load_run("results/quick/runs/table1/mnist-1l-iwae-k50-s1", device="cpu")
     run.config["k"], run.eval["test"]["nll"]
     x = run.test_set()[:10]                  # the test set binarised as evaluation does
     run.log_likelihood(x, k=5000)            # L_5000 per point (float64)

@@ -65,9 +65,9 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         rf"\date{{{time.strftime('%Y-%m-%d')}, revision {_tex(str(rev['revision'])[:12])}}}",
         r"\begin{document}",
         r"\maketitle",
-        r"Every number below comes from a run record (\texttt{results/runs/<experiment>/<run>/eval.json}) "
+        r"Every number below comes from a run record (\texttt{runs/<experiment>/<run>/eval.json} beside this report) "
         r"that holds the configuration, seed, library versions, device, wall times and git revision "
-        r"behind it; \texttt{results/tables/summary.csv} lists them all.",
+        r"behind it; \texttt{tables/summary.csv} lists them all.",
     ]
     for exp, parts in experiments.items():
         lines += [
