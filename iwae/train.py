@@ -24,6 +24,7 @@ import math
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,16 +94,21 @@ class EagerSteps:
     """The steps of an epoch as eager operations, the position a host integer."""
 
     may_sync = True  # mid-epoch checkpoints may read device values
+    kind = "eager"
 
     def __init__(self, trainer: Trainer):
-        self.trainer = trainer
+        self._trainer = weakref.ref(trainer)  # the trainer holds its steps, not the reverse
 
     def begin(self, perm: torch.Tensor, total: torch.Tensor, first: int) -> None:
         self.perm, self.total = perm, total
 
     def step(self, i: int) -> None:
-        batch = self.trainer.cfg.batch_size
-        data_step(self.trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+        trainer = self._trainer()
+        batch = trainer.cfg.batch_size
+        data_step(trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+
+    def release(self) -> None:
+        pass
 
 
 def _say(quiet: bool):
@@ -130,9 +136,13 @@ class Trainer:
         stop: StopRequest | None = None,
         data: datasets.Data | None = None,
         pack: dict | None = None,
+        graphed: bool | None = None,
     ):
         """`stop`, `data` and `pack` are shared by the runs of a pack: one stop request for
-        the process, one copy of the dataset, and the pack's name and members."""
+        the process, one copy of the dataset, and the pack's name and members. `graphed`:
+        None replays CUDA graphs where they apply; True takes the steps a graph replays also
+        off a GPU, where they run without one (the tests and the GPU check's CPU form compare
+        them with eager steps); False takes eager steps."""
         self.cfg, self.out_dir, self.run_name = cfg, out_dir, out_dir.name
         self.say = _say(quiet)
         self.quiet = quiet
@@ -157,6 +167,9 @@ class Trainer:
         classes = 0 if self.c is None else self.c.shape[1]
         self.model = models.build(cfg, self.x.shape[1], self.device, likelihood, classes)
         self.backend = backends.select(self.model, cfg.backend)
+        self.eager_because = cuda.graphs_apply(cfg, self.device)
+        if graphed is not None and self.eager_because in (None, cuda.NOT_ON_A_GPU):
+            self.eager_because = None if graphed else "eager steps were asked for"
         self.opt = self._optimizer(cfg.lr)
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
         self.prior = (
@@ -172,14 +185,15 @@ class Trainer:
         self.x_valid = self._validation_points() if cfg.valid_every else None
         self.curve = curves.Curve(self) if cfg.curve_per_decade else None
         self.stop = stop or StopRequest()
-        self.eager_because = cuda.graphs_apply(cfg, self.device)
-        self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self)
+        capture = self.device.type == "cuda"
+        self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self, capture=capture)
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
 
     def _optimizer(self, lr: float):
-        return optim.make(
-            self.cfg, self.model.buffer.data, self.model.buffer.grad, lr, lr_on_device=self.device.type == "cuda"
-        )
+        """The run's optimizer; with the learning rate on the device on a GPU (graphed steps
+        or not, so that both are the same arithmetic) and wherever the steps are a graph's."""
+        on_device = self.device.type == "cuda" or not self.eager_because
+        return optim.make(self.cfg, self.model.buffer.data, self.model.buffer.grad, lr, lr_on_device=on_device)
 
     def _validation_points(self) -> torch.Tensor:
         """The validation points of the learning curve: binarised once, as the test set is
@@ -308,15 +322,22 @@ class Trainer:
     # ---------------------------------------------------------------- loop
 
     def run(self) -> dict:
-        """Train to the end (or resume and do so), alone in this process."""
+        """Train to the end (or resume and do so), alone in this process, on a stream of its
+        own on a GPU."""
         self.stop.install()
         try:
-            for _ in self.train():
-                pass
+            with cuda.on(cuda.run_streams(self.device, 1)[0]):  # finish() too: it reads the results
+                for _ in self.train():
+                    pass
+                return self.finish()
         finally:
+            self.release()
             self.stop.uninstall()
             self.bar.close()
-        return self.finish()
+
+    def release(self) -> None:
+        """End the run's CUDA graphs (if any) now; call it when the run has finished or failed."""
+        self.steps.release()
 
     def train(self) -> Iterator[str]:
         """The training loop as a generator: it yields "step" after every step and "epoch"
@@ -410,7 +431,7 @@ class Trainer:
             "run": self.run_name,
             "config": self.cfg.to_dict(),
             "backend": self.backend.name,
-            "steps_as": "eager" if self.eager_because else "cuda graphs",
+            "steps_as": self.steps.kind,
             "eager_because": self.eager_because,
             "objective_final": self.log[-1]["objective"] if self.log else None,
             "first_lr": self.first_lr,
