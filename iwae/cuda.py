@@ -14,14 +14,15 @@ runs than the pool holds; every warm-up runs on one stream of the high-priority 
 Graphs. At the paper's batch of 20 a step is hundreds of small kernels, and launching them
 costs more than running them. `GraphedSteps` captures the whole step (minibatch gather
 through a position held on the device, binarisation, forward, backward, Adam with its
-learning rate held on the device, the epoch's running sum) once and replays it, so nothing
-synchronises with the host inside an epoch. The run's generator is registered with the
-graph, so every replay draws fresh noise, continuing the stream the eager steps would use;
-the warm-up before capture runs on the run's state and is then undone, so the graphed run is
-the run its seed names. The graph is captured on its run's own stream with a cuBLAS
-workspace of its own (`GraphedSteps._record`), and ends when its run releases it, not at a
-garbage collection. `data_step` is the same function on every device; on a CPU it runs
-eagerly (`iwae.train.EagerSteps`).
+learning rate held on the device, the epoch's running sum) as a graph of STEPS_PER_GRAPH
+steps and one of a single step, and replays them, so nothing synchronises with the host
+inside an epoch and the host launches one graph per ten steps. The run's generator is
+registered with the graphs, so every replay draws fresh noise, continuing the stream the
+eager steps would use; the warm-up before capture runs on the run's state and is then
+undone, so the graphed run is the run its seed names. Each graph is captured on its run's
+own stream with a cuBLAS workspace of its own (`GraphedSteps._record`), and ends when its
+run releases it, not at a garbage collection. `data_step` is the same function on every
+device; on a CPU it runs eagerly (`iwae.train.EagerSteps`).
 """
 
 from __future__ import annotations
@@ -143,9 +144,12 @@ def _warmup_stream(device: torch.device):
 
 # --------------------------------------------------------------------------- graphed steps
 
+STEPS_PER_GRAPH = 10  # divides both MNIST's 2,980 and Omniglot's 1,150 steps per epoch
+
 
 class GraphedSteps:
-    """The steps of a run's epochs, captured once as a CUDA graph and replayed."""
+    """The steps of a run's epochs, captured once as CUDA graphs and replayed: one graph of
+    STEPS_PER_GRAPH steps in a row, and one of a single step for what is left of an epoch."""
 
     may_sync = False  # checkpoints at epoch ends only: no host reads inside an epoch
 
@@ -159,8 +163,8 @@ class GraphedSteps:
         self.rows = self.perm[: trainer.n_batches * batch].view(trainer.n_batches, batch)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.total = torch.zeros((), dtype=torch.float64, device=device)
-        self.graph = None
-        self.stream = None  # the run's stream: the graph is captured and replayed there
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # steps per replay -> graph
+        self.stream = None  # the run's stream: graphs are captured and replayed there
         self.warmed = False
 
     @property
@@ -178,20 +182,26 @@ class GraphedSteps:
         if not self.warmed:
             self._capture()
 
-    def step(self, i: int) -> None:
-        if self.graph is None:  # not captured (capture=False)
-            self._body()
-            return
-        self.graph.replay()
-        self.trainer.opt.t += 1  # the host's count of Adam's steps (the device keeps its own)
+    def step(self, i: int, stop: int) -> int:
+        """Steps i, i + 1, ... short of `stop`: as many as one replay takes. Returns how many."""
+        n = STEPS_PER_GRAPH if stop - i >= STEPS_PER_GRAPH else 1
+        graph = self.graphs.get(n)
+        if graph is None:  # not captured (capture=False)
+            for _ in range(n):
+                self._body()
+            return n
+        graph.replay()
+        self.trainer.opt.t += n  # the host's count of Adam's steps (the device keeps its own)
+        return n
 
     def release(self) -> None:
-        """End the graph now, once the run's stream is done with it, rather than at some
+        """End the graphs now, once the run's stream is done with them, rather than at some
         later garbage collection, perhaps while other graphs replay or during a capture."""
-        if self.graph is not None:
+        if self.graphs:
             self.stream.synchronize()
-            self.graph.reset()
-            self.graph = None
+            for graph in self.graphs.values():
+                graph.reset()
+            self.graphs.clear()
 
     def _body(self) -> None:
         from iwae.train import data_step
@@ -211,8 +221,9 @@ class GraphedSteps:
             self.stream = torch.cuda.current_stream(t.device)
             if self.stream == torch.cuda.default_stream(t.device):
                 raise RuntimeError("graphed steps run on a stream of their own (iwae.cuda.run_streams)")
-            self.graph = self._record()
-            _restore(t, self, saved)  # the capture ran nothing, but counted a step on the host
+            for steps in (1, STEPS_PER_GRAPH):
+                self.graphs[steps] = self._record(steps)
+                _restore(t, self, saved)  # the capture ran nothing, but counted steps on the host
 
     def _warm_up(self) -> None:
         """Three steps from the epoch's first batch (a valid one, wherever the epoch begins),
@@ -229,8 +240,8 @@ class GraphedSteps:
         if on_gpu:
             torch.cuda.current_stream(t.device).wait_stream(side)
 
-    def _record(self):
-        """The step captured as a graph on the run's stream, with a cuBLAS workspace of
+    def _record(self, steps: int):
+        """`steps` steps captured as one graph on the run's stream, with a cuBLAS workspace of
         its own: cuBLAS keeps one per (handle, stream), so graphs captured on one stream would
         share it and race when replayed at once. Cleared before, the capture allocates its own
         in the graph's private memory, which lives as long as the graph; cleared after, no
@@ -243,7 +254,8 @@ class GraphedSteps:
         torch._C._cuda_clearCublasWorkspaces()
         try:
             with torch.cuda.graph(graph, stream=self.stream):
-                self._body()
+                for _ in range(steps):
+                    self._body()
         finally:
             torch._C._cuda_clearCublasWorkspaces()
         return graph

@@ -174,7 +174,7 @@ def _advance(trainers: list, steps: int) -> None:
             with torch.cuda.stream(t.stream) if t.stream is not None else contextlib.nullcontext():
                 if t.position == t.n_batches:  # an epoch's end: the next epoch's order
                     _begin(t)
-                t.steps.step(t.position)
+                t.steps.step(t.position, t.position + 1)  # one step per replay
                 t.position += 1
 
 

@@ -18,6 +18,7 @@ Files in the run directory:
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
@@ -102,10 +103,12 @@ class EagerSteps:
     def begin(self, perm: torch.Tensor, total: torch.Tensor, first: int) -> None:
         self.perm, self.total = perm, total
 
-    def step(self, i: int) -> None:
+    def step(self, i: int, stop: int) -> int:
+        """Step i (of the steps short of `stop`); returns how many steps it took: one."""
         trainer = self._trainer()
         batch = trainer.cfg.batch_size
         data_step(trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+        return 1
 
     def release(self) -> None:
         pass
@@ -187,6 +190,7 @@ class Trainer:
         self.stop = stop or StopRequest()
         capture = self.device.type == "cuda"
         self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self, capture=capture)
+        self.curve_stops = sorted(self.curve.due_steps) if self.curve else []
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
 
     def _optimizer(self, lr: float):
@@ -340,9 +344,9 @@ class Trainer:
         self.steps.release()
 
     def train(self) -> Iterator[str]:
-        """The training loop as a generator: it yields "step" after every step and "epoch"
-        after every epoch, so that a pack (`iwae.packs`) can interleave its runs. Raises
-        Diverged or Interrupted; `finish` writes the results."""
+        """The training loop as a generator: it yields "step" after every step (or replay of
+        a graph of steps) and "epoch" after every epoch, so that a pack (`iwae.packs`) can
+        interleave its runs. Raises Diverged or Interrupted; `finish` writes the results."""
         resumed = self.restore_or_initialize()
         self.session_start = self.last_checkpoint = time.monotonic()
         self.log_written = -math.inf
@@ -380,15 +384,16 @@ class Trainer:
         self.steps.begin(perm, total, first)
         start = time.monotonic()
         before = self.done_epochs * self.n_batches  # steps of the epochs before this one
-        for step in range(first, self.n_batches):
-            self.steps.step(step)
-            if self.curve and self.curve.due(before + step + 1):
-                self.curve.point(before + step + 1, self.done_epochs + (step + 1) / self.n_batches)
-            due = self.steps.may_sync and step + 1 < self.n_batches and self.checkpoint_due()
+        step = first
+        while step < self.n_batches:
+            step += self.steps.step(step, self._stop_for_host(before, step))  # one step, or a graph's
+            if self.curve and self.curve.due(before + step):
+                self.curve.point(before + step, self.done_epochs + step / self.n_batches)
+            due = self.steps.may_sync and step < self.n_batches and self.checkpoint_due()
             if self.stop.requested or due:
                 if not math.isfinite(self.steps.total.item()):
                     raise self.diverged("objective", stage, epoch)
-                self.pos = Position(stage, epoch, step + 1)
+                self.pos = Position(stage, epoch, step)
                 seconds = seconds_before + time.monotonic() - start
                 extra = {"perm": perm.cpu(), "epoch_sum": self.steps.total.cpu(), "epoch_seconds": seconds}
                 self.checkpoint((stage, epoch), self.pos, extra)
@@ -419,6 +424,12 @@ class Trainer:
             _write_log(self.out_dir / "train_log.csv", self.log)  # rewritten whole: not after every short epoch
             self.log_written = time.monotonic()
         self.bar.update(self.done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
+
+    def _stop_for_host(self, before: int, step: int) -> int:
+        """Where the steps from `step` of this epoch on must pause for the host: the epoch's
+        end, or the next point of the learning curve (`before` steps were in earlier epochs)."""
+        i = bisect.bisect_right(self.curve_stops, before + step)
+        return min(self.n_batches, self.curve_stops[i] - before) if i < len(self.curve_stops) else self.n_batches
 
     def finish(self) -> dict:
         """Write model.pt, train.json and train_log.csv (again: a finished run that is resumed,
