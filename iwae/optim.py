@@ -43,12 +43,15 @@ class Adam:
     ):
         """`lr_on_device`: the fused kernel reads the learning rate from a device tensor, so
         that a step captured in a CUDA graph follows the schedule (used on GPUs, graphed or
-        not, so that graphed and eager steps are the same arithmetic)."""
+        not, so that graphed and eager steps are the same arithmetic). The CUDA kernel reads a
+        float32 tensor; the CPU one reads any tensor as a double, so there it is a float64,
+        the very rate a Python float gives."""
         if variant not in VARIANTS or variant == "adagrad":
             raise UserError(f"optimizer: unknown variant {variant!r} (expected one of {', '.join(VARIANTS)})")
         self.params, self.grads = params, grads
         self.beta1, self.beta2, self.eps, self.variant = beta1, beta2, eps, variant
-        self.lr_tensor = torch.tensor(lr, dtype=torch.float32, device=params.device) if lr_on_device else None
+        dtype = torch.float32 if params.device.type == "cuda" else torch.float64
+        self.lr_tensor = torch.tensor(lr, dtype=dtype, device=params.device) if lr_on_device else None
         self.lr = lr
         self.m = torch.zeros_like(params)
         self.v = torch.ones_like(params) if variant == "adam-official" else torch.zeros_like(params)

@@ -21,7 +21,6 @@ The pack file (written by the workflow, `results/<configuration>/packs/<experime
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -136,38 +135,49 @@ def _in_process(name: str, members: list, chosen: list[int], threads: int | None
 
 
 def _interleave(name: str, trainers: list, device) -> list:
-    """Advance each run's training loop in turn until every run has finished or failed."""
-    import torch
+    """Advance each run's training loop in turn until every run has finished or failed; on a
+    GPU each run on a stream of its own, its CUDA graphs ended as soon as it is done."""
+    from iwae import cuda
 
-    cuda = device.type == "cuda"
-    streams = {id(t): torch.cuda.Stream(device) if cuda else None for t in trainers}
-    for stream in streams.values() if cuda else []:  # after what the default stream set up (the data)
-        stream.wait_stream(torch.cuda.current_stream(device))
-    loops = {id(t): (t, t.train()) for t in trainers}
+    streams = cuda.run_streams(device, len(trainers))  # made together, before any capture
+    running = [(t, t.train(), stream) for t, stream in zip(trainers, streams)]
     records, diverged, interrupted = [], [], []
-    while loops:
-        for key, (trainer, loop) in list(loops.items()):
-            context = torch.cuda.stream(streams[key]) if cuda else contextlib.nullcontext()
-            try:
-                with context:
-                    for token in loop:  # a step on a GPU (the runs overlap), an epoch on a CPU
-                        if cuda or token == "epoch":
-                            break
-                    else:
-                        records.append(trainer.finish())
-                        del loops[key]
-            except Diverged as e:  # this run stops; its pack-mates go on
-                print(f"error: {e}", file=sys.stderr, flush=True)
-                diverged.append(str(e))
-                del loops[key]
-            except Interrupted as e:
-                interrupted.append(e)
-                del loops[key]
+    try:
+        while running:
+            for entry in list(running):
+                trainer, loop, stream = entry
+                try:
+                    with cuda.on(stream):
+                        done = not _advance(loop, per_step=device.type == "cuda")
+                        if done:
+                            records.append(trainer.finish())
+                except Diverged as e:  # this run stops; its pack-mates go on
+                    print(f"error: {e}", file=sys.stderr, flush=True)
+                    diverged.append(str(e))
+                    done = True
+                except Interrupted as e:
+                    interrupted.append(e)
+                    done = True
+                if done:
+                    trainer.release()
+                    running.remove(entry)
+    finally:
+        for trainer in trainers:
+            trainer.release()
     if interrupted:
         raise Interrupted(f"pack {name}: {len(interrupted)} runs interrupted", interrupted[0].signum)
     if diverged:
         raise Diverged(f"pack {name}: {len(diverged)} of {len(trainers)} runs diverged ({'; '.join(diverged)})")
     return records
+
+
+def _advance(loop, per_step: bool) -> bool:
+    """A run's loop to its next step (on a GPU, where the runs' steps overlap) or its next
+    epoch (on a CPU); False once it has ended."""
+    for token in loop:
+        if per_step or token == "epoch":
+            return True
+    return False
 
 
 def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool) -> list:

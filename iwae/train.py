@@ -18,12 +18,14 @@ Files in the run directory:
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import math
 import signal
 import sys
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,16 +95,23 @@ class EagerSteps:
     """The steps of an epoch as eager operations, the position a host integer."""
 
     may_sync = True  # mid-epoch checkpoints may read device values
+    kind = "eager"
 
     def __init__(self, trainer: Trainer):
-        self.trainer = trainer
+        self._trainer = weakref.ref(trainer)  # the trainer holds its steps, not the reverse
 
     def begin(self, perm: torch.Tensor, total: torch.Tensor, first: int) -> None:
         self.perm, self.total = perm, total
 
-    def step(self, i: int) -> None:
-        batch = self.trainer.cfg.batch_size
-        data_step(self.trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+    def step(self, i: int, stop: int) -> int:
+        """Step i (of the steps short of `stop`); returns how many steps it took: one."""
+        trainer = self._trainer()
+        batch = trainer.cfg.batch_size
+        data_step(trainer, self.perm[i * batch : (i + 1) * batch], self.total)
+        return 1
+
+    def release(self) -> None:
+        pass
 
 
 def _say(quiet: bool):
@@ -134,10 +143,14 @@ class Trainer:
         data: datasets.Data | None = None,
         pack: dict | None = None,
         restart: bool = False,
+        graphed: bool | None = None,
     ):
         """`stop`, `data` and `pack` are shared by the runs of a pack: one stop request for
         the process, one copy of the dataset, and the pack's name and members. A directory
-        holding a run of another configuration is refused, unless `restart` clears it."""
+        holding a run of another configuration is refused, unless `restart` clears it.
+        `graphed`: None replays CUDA graphs where they apply; True takes the steps a graph
+        replays also off a GPU, where they run without one (the tests and the GPU check's CPU
+        form compare them with eager steps); False takes eager steps."""
         self.cfg, self.out_dir, self.run_name = cfg, out_dir, out_dir.name
         self.say = _say(quiet)
         self.quiet = quiet
@@ -163,6 +176,9 @@ class Trainer:
         classes = 0 if self.c is None else self.c.shape[1]
         self.model = models.build(cfg, self.x.shape[1], self.device, likelihood, classes)
         self.backend = backends.select(self.model, cfg.backend)
+        self.eager_because = cuda.graphs_apply(cfg, self.device)
+        if graphed is not None and self.eager_because in (None, cuda.NOT_ON_A_GPU):
+            self.eager_because = None if graphed else "eager steps were asked for"
         self.opt = self._optimizer(cfg.lr)
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
         self.prior = (
@@ -178,14 +194,16 @@ class Trainer:
         self.x_valid = self._validation_points() if cfg.valid_every else None
         self.curve = curves.Curve(self) if cfg.curve_per_decade else None
         self.stop = stop or StopRequest()
-        self.eager_because = cuda.graphs_apply(cfg, self.device)
-        self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self)
+        capture = self.device.type == "cuda"
+        self.steps = EagerSteps(self) if self.eager_because else cuda.GraphedSteps(self, capture=capture)
+        self.curve_stops = sorted(self.curve.due_steps) if self.curve else []
         self.bar = Progress(cfg.total_epochs, self.run_name, enabled=progress)
 
     def _optimizer(self, lr: float):
-        return optim.make(
-            self.cfg, self.model.buffer.data, self.model.buffer.grad, lr, lr_on_device=self.device.type == "cuda"
-        )
+        """The run's optimizer; with the learning rate on the device on a GPU (graphed steps
+        or not, so that both are the same arithmetic) and wherever the steps are a graph's."""
+        on_device = self.device.type == "cuda" or not self.eager_because
+        return optim.make(self.cfg, self.model.buffer.data, self.model.buffer.grad, lr, lr_on_device=on_device)
 
     def _validation_points(self) -> torch.Tensor:
         """The validation points of the learning curve: binarised once, as the test set is
@@ -315,20 +333,27 @@ class Trainer:
     # ---------------------------------------------------------------- loop
 
     def run(self) -> dict:
-        """Train to the end (or resume and do so), alone in this process."""
+        """Train to the end (or resume and do so), alone in this process, on a stream of its
+        own on a GPU."""
         self.stop.install()
         try:
-            for _ in self.train():
-                pass
+            with cuda.on(cuda.run_streams(self.device, 1)[0]):  # finish() too: it reads the results
+                for _ in self.train():
+                    pass
+                return self.finish()
         finally:
+            self.release()
             self.stop.uninstall()
             self.bar.close()
-        return self.finish()
+
+    def release(self) -> None:
+        """End the run's CUDA graphs (if any) now; call it when the run has finished or failed."""
+        self.steps.release()
 
     def train(self) -> Iterator[str]:
-        """The training loop as a generator: it yields "step" after every step and "epoch"
-        after every epoch, so that a pack (`iwae.packs`) can interleave its runs. Raises
-        Diverged or Interrupted; `finish` writes the results."""
+        """The training loop as a generator: it yields "step" after every step (or replay of
+        a graph of steps) and "epoch" after every epoch, so that a pack (`iwae.packs`) can
+        interleave its runs. Raises Diverged or Interrupted; `finish` writes the results."""
         resumed = self.restore_or_initialize()
         self.session_start = self.last_checkpoint = time.monotonic()
         self.log_written = -math.inf
@@ -366,15 +391,16 @@ class Trainer:
         self.steps.begin(perm, total, first)
         start = time.monotonic()
         before = self.done_epochs * self.n_batches  # steps of the epochs before this one
-        for step in range(first, self.n_batches):
-            self.steps.step(step)
-            if self.curve and self.curve.due(before + step + 1):
-                self.curve.point(before + step + 1, self.done_epochs + (step + 1) / self.n_batches)
-            due = self.steps.may_sync and step + 1 < self.n_batches and self.checkpoint_due()
+        step = first
+        while step < self.n_batches:
+            step += self.steps.step(step, self._stop_for_host(before, step))  # one step, or a graph's
+            if self.curve and self.curve.due(before + step):
+                self.curve.point(before + step, self.done_epochs + step / self.n_batches)
+            due = self.steps.may_sync and step < self.n_batches and self.checkpoint_due()
             if self.stop.requested or due:
                 if not math.isfinite(self.steps.total.item()):
                     raise self.diverged("objective", stage, epoch)
-                self.pos = Position(stage, epoch, step + 1)
+                self.pos = Position(stage, epoch, step)
                 seconds = seconds_before + time.monotonic() - start
                 extra = {"perm": perm.cpu(), "epoch_sum": self.steps.total.cpu(), "epoch_seconds": seconds}
                 self.checkpoint((stage, epoch), self.pos, extra)
@@ -406,6 +432,12 @@ class Trainer:
             self.log_written = time.monotonic()
         self.bar.update(self.done_epochs, f"stage {stage + 1}/{len(cfg.epochs_per_stage)} objective {mean:.2f}")
 
+    def _stop_for_host(self, before: int, step: int) -> int:
+        """Where the steps from `step` of this epoch on must pause for the host: the epoch's
+        end, or the next point of the learning curve (`before` steps were in earlier epochs)."""
+        i = bisect.bisect_right(self.curve_stops, before + step)
+        return min(self.n_batches, self.curve_stops[i] - before) if i < len(self.curve_stops) else self.n_batches
+
     def finish(self) -> dict:
         """Write model.pt, train.json and train_log.csv (again: a finished run that is resumed,
         after a scheduler deleted a failed job's outputs, trains no epoch that would)."""
@@ -417,7 +449,7 @@ class Trainer:
             "run": self.run_name,
             "config": self.cfg.to_dict(),
             "backend": self.backend.name,
-            "steps_as": "eager" if self.eager_because else "cuda graphs",
+            "steps_as": self.steps.kind,
             "eager_because": self.eager_because,
             "objective_final": self.log[-1]["objective"] if self.log else None,
             "first_lr": self.first_lr,

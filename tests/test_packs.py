@@ -152,16 +152,44 @@ def test_each_job_takes_a_gpu_of_its_own(tmp_path):
 
 
 def test_prepared_gpu_check_runs_here(tmp_path):
-    """The check written for an H200 runs end to end on a CPU, in its quick form: every
-    section, the graphed-style steps equal to the eager ones, and a labelled prediction."""
-    result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "2", timeout=600)
+    """The check written for an H200 runs end to end on a CPU, in its quick form, with one
+    thread (as on a busy machine): every section, the steps graphs replay equal to eager ones
+    for both backends, a pack equal to its runs trained alone, and a labelled prediction."""
+    result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    for key in ("environment", "ceilings", "eager", "packs", "epoch", "correctness", "steady", "prediction"):
-        assert key in report, key
-    assert report["quick"] and report["correctness"]["bitwise_equal"]
-    assert report["prediction"]["hours"] > 0 and "prediction" in report["prediction"]["note"]
-    assert "prediction: Table 1 in" in result.stdout.splitlines()[-2]
+    sections = ("device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings", "steady")
+    for key in sections:
+        assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
+    assert report["quick"] and all(p["capturable"] and p["repeatable"] for p in report["probe"].values())
+    check = report["correctness"]
+    assert check["bitwise_equal"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
+    assert check["graphed_vs_eager"]["2l_k5_iwae"]["resumed_bitwise_equal"] and len(check["pack_vs_alone"]["runs"]) == 3
+    p = report["prediction"]
+    assert p["hours"] > 0 and p["floor_hours"] > 0 and not p["missing"] and "prediction" in p["note"]
+    assert p["band_hours"][0] <= p["hours"] <= p["band_hours"][1]
+    assert any(line.startswith("prediction: Table 1 in") for line in result.stdout.splitlines())
+
+
+def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
+    """A section that fails is recorded with its error and the next one still runs; one that
+    the budget cannot hold is skipped; the prediction says what it lacks, or that it cannot
+    be made."""
+    from iwae.gpu_report import Report, format_report, predict
+
+    report = Report(tmp_path, torch.device("cpu"), budget_s=60)
+    report.section("packs", lambda: {"2": {"seconds_per_pack_step": [0.01, 0.012], "median": 0.011,
+                                           "host_seconds_per_pack_step": [0.01], "run_steps_per_s": 180.0}})  # fmt: skip
+    report.section("epoch", lambda: 1 / 0)
+    report.section("graphed", dict, need=120)
+    report.put("quick", True)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["epoch"] == {"error": "ZeroDivisionError: division by zero"} and "skipped" in saved["graphed"]
+    prediction = predict(saved, 2)
+    assert prediction["hours"] > 0 and len(prediction["missing"]) == 4  # steady, epoch, eager, graphed
+    assert any(m.startswith("epoch") for m in prediction["missing"])
+    assert "missing: " in format_report({**saved, "prediction": prediction})
+    assert predict({**saved, "packs": {"error": "RuntimeError: CUDA"}}, 2)["hours"] is None
 
 
 def test_pack_benchmark_compares_a_pack_with_separate_jobs():

@@ -282,33 +282,27 @@ def test_validation_curve_leaves_training_unchanged(prepared, tmp_path):
 
 
 @pytest.mark.parametrize("batches", [2, 15])
-def test_position_driven_steps_equal_eager_steps_even_resumed_at_an_epochs_end(prepared, tmp_path, batches):
-    """The steps a CUDA graph replays (position on the device, warm-up undone), run here
-    without a graph: bit-identical to eager steps, also with 2 batches an epoch (fewer than
-    the warm-up's 3 steps) and when resumed from a checkpoint at an epoch's last step."""
-    from iwae import cuda
+def test_graph_steps_equal_eager_steps_across_a_stage_change_even_resumed_at_an_epochs_end(prepared, tmp_path, batches):
+    """The steps CUDA graphs replay (position and learning rate on the device, ten steps per
+    replay where ten are left, warm-up undone), run here without a graph: bit-identical to
+    eager steps, also with 2 batches an epoch (fewer than the warm-up's 3 steps), across the
+    change of learning rate between stages, and when resumed at an epoch's last step."""
     from iwae.errors import Interrupted
     from iwae.train import Trainer
 
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 2],
                       train_subset=20 * batches, threads=1)  # fmt: skip
-
-    def trainer(out, positions):
-        t = Trainer(cfg, out, True, False)
-        if positions:
-            t.steps = cuda.GraphedSteps(t, capture=False)
-        return t
-
-    trainer(tmp_path / "eager", False).run()
-    t = trainer(tmp_path / "positions", True)
+    Trainer(cfg, tmp_path / "eager", True, False).run()
+    t = Trainer(cfg, tmp_path / "graphed", True, False, graphed=True)
+    assert t.opt.lr_tensor is not None  # the learning rate a graph reads, here on the CPU
     with pytest.raises(Interrupted):
-        for i, _ in enumerate(t.train()):
-            if i == batches + 1 + batches - 2:  # the last step of the second epoch is next
+        for _ in t.train():
+            if t.opt.t == 2 * batches - 1:  # the last step of the second epoch is next
                 t.stop.requested = True
-    resumed = trainer(tmp_path / "positions", True)
+    resumed = Trainer(cfg, tmp_path / "graphed", True, False, graphed=True)
     resumed.run()
-    assert resumed.resumes == 1
-    assert torch.equal(_params(tmp_path / "positions"), _params(tmp_path / "eager"))
+    assert resumed.resumes == 1 and resumed.opt.lr_tensor.item() == cfg.learning_rate(1)
+    assert torch.equal(_params(tmp_path / "graphed"), _params(tmp_path / "eager"))
 
 
 def test_identical_runs_write_identical_files(prepared, tmp_path):

@@ -122,7 +122,9 @@ class FusedBackend:
         """log p(x | h) = sum_d x_d l_d - softplus(l_d) per sample, (k, B).
 
         For k > 1 the linear part is computed through the last hidden layer, l = hidden W + b,
-        a pass over the hidden width rather than over all pixels of all k samples.
+        a pass over the hidden width rather than over all pixels of all k samples. The einsum
+        is views and one batched product (no copy); a multiply-and-sum would be two kernels
+        and a (k, B, hidden) temporary, and would round differently, moving every result.
         """
         B = x.shape[0]
         if k == 1:  # one sample: the direct product is cheaper than the extra matrix product

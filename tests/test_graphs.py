@@ -1,0 +1,124 @@
+"""The steps CUDA graphs replay, checked where there is no GPU: what a capture would record of
+one step of every model family (no host reads, no tensors off the device, no permutations,
+no writes beyond what the warm-up gives back, nothing on the host that changes between
+steps), graph-style steps against eager ones at learning-curve points, runs released
+without a garbage collection, and the number of streams a process may hold."""
+
+from __future__ import annotations
+
+import csv
+import gc
+import weakref
+
+import pytest
+import torch
+
+from iwae import datasets
+from iwae.bench import synthetic_dataset
+from iwae.config import TrainConfig
+from iwae.cuda import STREAMS_PER_POOL, probe_step, record, run_streams
+from iwae.errors import UserError
+from iwae.train import Trainer
+
+FAMILIES = {
+    "paper-fused": {"layers": "2", "k": 5, "objective": "iwae"},
+    "autograd-dreg": {"layers": "1", "k": 4, "objective": "dreg", "backend": "autograd"},
+    "random-weights": {"layers": "1", "k": 3, "random": "both"},
+    "aevb-adam-map": {"family": "aevb", "layers": "50-5", "objective": "sgvb", "weight_prior": "normal",
+                      "batch_size": 10},
+    "conditional": {"layers": "1", "k": 3, "condition": "label", "prior": "label"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mnist(prepared):
+    return prepared["mnist"], datasets.load(prepared["mnist"])
+
+
+def _begun(tmp_path, mnist, **options) -> Trainer:
+    """A run with the steps graphs replay (here without a graph), its first epoch begun."""
+    path, data = mnist
+    t = Trainer(TrainConfig(data=str(path), train_subset=100, threads=1, **options), tmp_path / "run", True, False,
+                data=data, graphed=True)  # fmt: skip
+    t.restore_or_initialize()
+    t.steps.begin(torch.randperm(100, generator=t.gen), torch.zeros((), dtype=torch.float64), 0)
+    return t
+
+
+@pytest.mark.parametrize("options", FAMILIES.values(), ids=FAMILIES.keys())
+def test_a_step_of_every_family_is_one_a_cuda_graph_can_replay(tmp_path, mnist, options):
+    t = _begun(tmp_path, mnist, **options)
+    first = probe_step(t.steps)
+    assert first.capturable, (first.host_reads, first.off_device, first.random_order, first.writes_elsewhere)
+    assert first.repeatable  # the warm-up's undo gives back all a step depends on; gradients are scratch
+    t.opt.lr = t.cfg.learning_rate(1)  # the next stage, at another position
+    t.steps.pos.fill_(3)
+    assert probe_step(t.steps).trace == first.trace  # nothing the capture would freeze has changed
+
+
+def test_a_learning_rate_held_on_the_host_would_be_frozen_by_a_capture(tmp_path, mnist):
+    """Why the learning rate lives on the device: as a Python float it is an argument of the
+    optimizer's kernel, and the trace of the next stage's steps differs from the captured one."""
+    t = _begun(tmp_path, mnist, layers="1", k=2)
+    t.opt.lr_tensor = None  # as eager steps on a CPU hold it
+    first = probe_step(t.steps)
+    t.opt.lr = t.cfg.learning_rate(1)
+    assert probe_step(t.steps).trace != first.trace
+
+
+def test_the_probe_sees_what_a_capture_cannot_hold():
+    outside, kept = torch.zeros(3), torch.zeros(3)
+
+    def step():
+        float(kept.sum())  # a host read
+        torch.tensor([1.0, 2.0], device="cpu")  # host data copied in
+        torch.zeros(2)  # a tensor made without the run's device
+        torch.randperm(3, device="cpu")  # an epoch's order, drawn inside a step
+        outside.add_(1.0)  # a tensor nobody restores after the warm-up
+        kept.add_(1.0)
+
+    found = record(step, torch.device("cpu"), writable=[kept])
+    assert found.host_reads == ["_local_scalar_dense"] and found.random_order == ["randperm"]
+    assert found.off_device == ["lift_fresh", "zeros"] and found.writes_elsewhere == ["add_"]
+    assert not found.capturable
+
+
+def test_graph_steps_pause_at_learning_curve_points_as_eager_steps_do(tmp_path):
+    """Ten steps per replay, except where a learning-curve point falls in between: the curve
+    and the parameters are those of eager steps."""
+    data = synthetic_dataset(tmp_path / "small.npz", train=300, test=20)
+    cfg = TrainConfig(data=str(data), layers="1", k=2, epochs_per_stage=[1, 1], curve_per_decade=2, threads=1)
+    for name, graphed in (("eager", False), ("graphed", True)):
+        Trainer(cfg, tmp_path / name, True, False, graphed=graphed).run()
+    curves = {}
+    for name in ("eager", "graphed"):
+        with open(tmp_path / name / "curve.csv") as f:
+            curves[name] = [(r["step"], r["train_bound"], r["test_bound"]) for r in csv.DictReader(f)]
+    assert curves["graphed"] == curves["eager"] and [s for s, *_ in curves["eager"]] == ["1", "2", "5", "16", "30"]
+    params = [torch.load(tmp_path / n / "model.pt", weights_only=True)["model"]["params"] for n in curves]
+    assert torch.equal(*params)
+
+
+@pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graph-steps"])
+def test_a_finished_run_is_released_without_a_garbage_collection(tmp_path, graphed):
+    """No reference cycle holds a trainer (and its steps, and on a GPU their graphs): it ends
+    when its last reference goes, not at some later collection."""
+    data = synthetic_dataset(tmp_path / "small.npz", train=60, test=20)
+    t = Trainer(TrainConfig(data=str(data), epochs_per_stage=[1], threads=1), tmp_path / "run", True, False,
+                graphed=graphed)  # fmt: skip
+    t.run()
+    gone = weakref.ref(t)
+    gc.disable()
+    try:
+        del t
+        assert gone() is None
+    finally:
+        gc.enable()
+
+
+def test_a_process_holds_at_most_one_stream_per_run():
+    """PyTorch hands out its 32 pooled streams in turn: a 33rd run would share a stream with
+    the first. Refused before any CUDA call, so it shows here too."""
+    with pytest.raises(UserError, match=f"at most {STREAMS_PER_POOL} runs"):
+        run_streams(torch.device("cuda"), STREAMS_PER_POOL + 1)
+    assert run_streams(torch.device("cpu"), 40) == [None] * 40  # a CPU has no streams to share
