@@ -153,8 +153,9 @@ class TrainConfig(_Options):
     pilot_steps: int = _opt(500, "steps of each pilot run", fingerprint="unless-default")
     weight_prior: str = _opt(
         "none",
-        "'normal': MAP training with a N(0, I) prior on the weight matrices (not the biases), which adds "
-        "-(batch / N) W to each step's gradient (Kingma & Welling); 'none' (paper)",
+        "'normal': MAP training with a N(0, I) prior on the weight matrices (not the biases): the steps ascend "
+        "Kingma & Welling's (N / M) sum_batch L + log p(theta), which adds -W / N to each step's minibatch-mean "
+        "gradient; 'none' (paper)",
         fingerprint="unless-default",
     )
     grey_levels: bool = _opt(
@@ -326,6 +327,8 @@ class TrainConfig(_Options):
                 left_out.add(f.name)
         values = {k: v for k, v in self.to_dict().items() if k not in left_out}
         values["data_sources"] = data_sources
+        if self.weight_prior != "none":  # checkpoints of the prior at batch / N (100 times too strong) never resume
+            values["weight_prior_scale"] = "1/N"
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -159,10 +159,10 @@ class Trainer:
         self.backend = backends.select(self.model, cfg.backend)
         self.opt = self._optimizer(cfg.lr)
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
+        # the objectives give the gradient of the minibatch mean, so the prior's gradient weighs 1 / N:
+        # KW's (N / M) sum_batch L + log p(theta), divided by N
         self.prior = (
-            optim.WeightPrior(self.model.buffer, cfg.batch_size / self.x.shape[0])
-            if cfg.weight_prior == "normal"
-            else None
+            optim.WeightPrior(self.model.buffer, 1.0 / self.x.shape[0]) if cfg.weight_prior == "normal" else None
         )
         self.gen = torch.Generator(device=self.device)
         lineage = list(self.data.meta["sources"])
