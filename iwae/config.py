@@ -169,7 +169,12 @@ class TrainConfig(_Options):
     adam_eps: float = _opt(1e-4, "Adam epsilon")
     shuffle: bool = _opt(True, "reshuffle the training set every epoch (the official code never did)")
     train_subset: int | None = _opt(None, "train on the first N training points only (smoke tests)")
-    init: str = _opt("glorot", "'glorot' (paper) or 'official': every layer drawn from RandomState(123)")
+    init: str = _opt(
+        "glorot",
+        "'glorot' (paper) or 'official': every layer drawn from RandomState(123), as the official code; in family "
+        "'aevb', 'glorot' is KW's N(0, 0.01^2) for every parameter and 'official' Kingma's code, whose encoder "
+        "log-variance head and decoder output biases start at zero",
+    )
     init_from: str | None = _opt(
         None, "a finished run's model.pt to continue from, parameters and optimizer state (two-stage runs)"
     )

@@ -161,6 +161,12 @@ def test_initialisation_and_refusals():
     assert abs(model.buffer.data.std().item() - 0.01) < 5e-4 and abs(model.buffer.data.mean().item()) < 1e-4
     with pytest.raises(UserError, match="one hidden layer"):
         AEVBModel(Architecture.parse("2"), 784)
+    # Kingma's code: the encoder's log-variance head and the decoder's output biases start at zero
+    faces = AEVBModel(Architecture.parse("200-20"), 560, likelihood="gaussian-sigmoid")
+    faces.initialize(1, "official")
+    head, bias = faces.buffer.param("encoder.q0.w1"), faces.buffer.param("encoder.q0.b1")
+    assert (head[:, 20:] == 0).all() and (bias[20:] == 0).all() and (faces.buffer.param("decoder.p0.b1") == 0).all()
+    assert (head[:, :20] != 0).all() and (faces.buffer.param("decoder.p0.w1") != 0).all()  # the rest as KW's
     with pytest.raises(UserError, match="objective"):
         TrainConfig(data="x", objective="sgvb")  # the layered family gives no analytic KL
     with pytest.raises(UserError, match="layers"):
