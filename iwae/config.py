@@ -29,6 +29,7 @@ BACKENDS = ("auto", "fused", "autograd")
 FAMILIES = ("layered", "aevb")  # chosen by `family` (random weights by `random`)
 LIKELIHOODS = ("auto", "bernoulli", "gaussian", "gaussian-sigmoid")
 SAMPLING = ("epochs", "replacement")
+TRAIN_SPLITS = ("train", "train+valid")
 RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
 
 
@@ -169,6 +170,18 @@ class TrainConfig(_Options):
     adam_eps: float = _opt(1e-4, "Adam epsilon")
     shuffle: bool = _opt(True, "reshuffle the training set every epoch (the official code never did)")
     train_subset: int | None = _opt(None, "train on the first N training points only (smoke tests)")
+    train_split: str = _opt(
+        "train",
+        "'train': the training split (paper: MNIST's 59,600, Omniglot's 23,000); 'train+valid': the training and "
+        "validation splits together (MNIST's 60,000, Omniglot's 24,345), as seed 000 and nbip/IWAE trained",
+        fingerprint="unless-default",
+    )
+    output_bias: str = _opt(
+        "mean",
+        "the decoder's output bias at the start: 'mean', logit of the clipped training mean (the official code); "
+        "'zero', as every other bias (Glorot's scheme as seed 000 describes it)",
+        fingerprint="unless-default",
+    )
     init: str = _opt(
         "glorot",
         "'glorot' (paper) or 'official': every layer drawn from RandomState(123), as the official code; in family "
@@ -215,6 +228,12 @@ class TrainConfig(_Options):
         "decade, and at the end, written to curve.csv as the run goes (own random stream); 0: never",
         runtime=True,
     )
+    snapshot_stages: bool = _opt(
+        False,
+        "keep the parameters at the start and at the end of every stage in model.pt (the figure of samples from "
+        "the prior as training goes, as nbip/IWAE shows)",
+        runtime=True,
+    )
     curve_ml_points: int = _opt(
         0,
         "at each curve point, also the HMC marginal likelihood (Kingma & Welling, appendix D) of N random training "
@@ -255,13 +274,15 @@ class TrainConfig(_Options):
         for key in ("adam_beta1", "adam_beta2"):
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and 0 <= value < 1, key, "must lie in [0, 1)")
-        for key in ("shuffle", "tf32", "cuda_graphs"):
+        for key in ("shuffle", "tf32", "cuda_graphs", "snapshot_stages"):
             need(isinstance(getattr(self, key), bool), key, "must be true or false")
         self._positive_int("train_subset", allow_none=True)
         need(isinstance(self.valid_every, int) and self.valid_every >= 0, "valid_every", "must be 0 or more")
         self._positive_int("valid_k")
         self._positive_int("valid_points", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
+        need(self.train_split in TRAIN_SPLITS, "train_split", f"must be one of {', '.join(TRAIN_SPLITS)}")
+        need(self.output_bias in ("mean", "zero"), "output_bias", "must be 'mean' or 'zero'")
         need(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}")
         need(self.likelihood in LIKELIHOODS, "likelihood", f"must be one of {', '.join(LIKELIHOODS)}")
         need(self.sampling in SAMPLING, "sampling", f"must be one of {', '.join(SAMPLING)}")
@@ -288,6 +309,7 @@ class TrainConfig(_Options):
             need(False, "objective", f"needs the {' and '.join(objective.terms)} terms that only family 'aevb' gives")
         if self.family == "aevb":
             need(self.random == "none", "random", "must be 'none' in family 'aevb'")
+            need(self.output_bias == "mean", "output_bias", "does not apply to family 'aevb' (see init)")
             spec = Architecture.parse(self.layers)
             need(
                 spec.n_stochastic == 1 and len(spec.layers[0].hidden) == 1,
