@@ -110,6 +110,10 @@ def test_notes_say_which_test_points(tmp_path, test_of, says):
 def test_latex_refuses_characters_it_cannot_spell():
     with pytest.raises(ValueError, match="no LaTeX spelling"):
         tables._tex("ünicode")
+    from iwae.report.reference import SOURCES
+
+    for source in SOURCES.values():  # every source's line appears in a table's notes
+        assert "^" not in tables._tex(source.line()).replace(r"\^{}", "").replace("$^", "")
 
 
 def test_estimator_table_follows_rainforth(tmp_path):

@@ -146,11 +146,11 @@ def _spans(group: list[tuple[str, int]]):
 
 def _tex(text: str) -> str:
     text = re.sub(r"(−?)L_k", lambda m: f"${'-' if m.group(1) else ''}L_k$", str(text))
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("^", r"\^{}")):
         text = text.replace(a, b)
     for a, b in (
         ("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("→", r"$\to$"), ("β", r"$\beta$"), ("−", "$-$"),
-        ("†", r"$^\dagger$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"),
+        ("†", r"$^\dagger$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"), ("ö", r"\"{o}"),
     ):  # fmt: skip
         text = text.replace(a, b)
     if not text.isascii():
