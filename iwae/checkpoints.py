@@ -3,7 +3,8 @@
     checkpoints/ckpt-<epoch>-<step>.pt   the newest two checkpoints of a run in progress;
                                          a corrupt newest one falls back to the older one
     model.pt                             a finished run: model state, optimizer state,
-                                         training configuration and dataset name
+                                         training configuration and dataset name (and
+                                         the parameters' snapshots, if training kept any)
 
 Both carry a format number; a checkpoint also carries the fingerprint of the configuration
 that wrote it (`TrainConfig.fingerprint`), so that it only resumes the same trajectory.
@@ -55,13 +56,18 @@ class CheckpointStore:
         return None
 
 
-def save_model_file(path: Path, model, optimizer_state: dict, config: dict, dataset: str) -> None:
+def save_model_file(
+    path: Path, model, optimizer_state: dict, config: dict, dataset: str, snapshots: list | None = None
+) -> None:
+    """`snapshots`: the parameters at earlier points of training ({"epoch", "params"}), kept
+    in the model file for figures of training's course."""
     state = {
         "format": CHECKPOINT_FORMAT,
         "model": model.state(),
         "optimizer": on_cpu(optimizer_state),
         "config": config,
         "dataset": dataset,
+        **({"snapshots": snapshots} if snapshots is not None else {}),
     }
     write_torch(path, state)
 

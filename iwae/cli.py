@@ -193,20 +193,26 @@ def cmd_report(args) -> int:
     from iwae.report import build, figures
 
     if args.part == "table":
-        build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title)
+        build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title, args.reference)
     elif args.part == "figure":
         if args.kind == "weights":
             if not args.models:
                 raise UserError("report figure weights: --models is required")
             figures.weights(args.models, Path(args.out_stem))
-        elif args.kind in ("samples", "manifold", "latents", "posterior", "pca", "by-label"):
+        elif args.kind in ("reconstructions", "samples-by-latent"):
+            if not (args.models and args.data):
+                raise UserError(f"report figure {args.kind}: --models and --data are required")
+            draw = figures.reconstructions if args.kind == "reconstructions" else figures.samples_by_latent
+            draw(args.models, Path(args.data), Path(args.out_stem))
+        elif args.kind in ("samples", "manifold", "latents", "posterior", "pca", "by-label", "training-samples"):
             if not (args.model and args.data):
                 raise UserError(f"report figure {args.kind}: --model and --data are required")
             if args.kind == "samples":
                 figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
             else:
                 draw = {"manifold": figures.manifold, "latents": figures.latents, "posterior": figures.posterior,
-                        "pca": figures.pca, "by-label": figures.by_label}[args.kind]  # fmt: skip
+                        "pca": figures.pca, "by-label": figures.by_label,
+                        "training-samples": figures.training_samples}[args.kind]  # fmt: skip
                 draw(Path(args.model), Path(args.data), Path(args.out_stem))
         else:
             if not args.evals:
@@ -272,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     from iwae.catalogue import CATALOGUE as DATASETS
     from iwae.config import BACKENDS, EvalConfig, TrainConfig
     from iwae.report.layouts import LAYOUTS
+    from iwae.report.reference import SOURCES
 
     parser = _Parser(
         prog="iwae",
@@ -359,16 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--experiment", required=True)
     q.add_argument("--layout", choices=list(LAYOUTS), default="nll-au", help="see iwae.report.layouts")
     q.add_argument("--title", help="the experiment's title (default: 'Experiment <name>')")
+    q.add_argument("--reference", choices=list(SOURCES), default="paper",
+                   help="whose published values the comparison shows first (see iwae.report.reference)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
     q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights", "bound-vs-samples",
-                                    "ml-vs-samples", "manifold", "latents", "posterior", "pca", "by-label"])  # fmt: skip
+                                    "ml-vs-samples", "manifold", "latents", "posterior", "pca", "by-label",
+                                    "training-samples", "reconstructions", "samples-by-latent"])  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path,
                    help="eval.json records (curves, variances, nll-vs-k, bound-vs-samples, ml-vs-samples)")  # fmt: skip
-    q.add_argument("--model", help="model.pt (samples, manifold, latents, posterior, pca, by-label)")
-    q.add_argument("--models", nargs="+", type=Path, help="model.pt files (weights)")
-    q.add_argument("--data", help="prepared dataset (samples, manifold, latents, posterior, pca, by-label)")
+    q.add_argument("--model", help="model.pt (samples, manifold, latents, posterior, pca, by-label, training-samples)")
+    q.add_argument("--models", nargs="+", type=Path,
+                   help="model.pt files (weights, reconstructions, samples-by-latent)")  # fmt: skip
+    q.add_argument("--data", help="prepared dataset (the figures drawn from models)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
     q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")

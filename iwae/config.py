@@ -29,6 +29,7 @@ BACKENDS = ("auto", "fused", "autograd")
 FAMILIES = ("layered", "aevb")  # chosen by `family` (random weights by `random`)
 LIKELIHOODS = ("auto", "bernoulli", "gaussian", "gaussian-sigmoid")
 SAMPLING = ("epochs", "replacement")
+TRAIN_SPLITS = ("train", "train+valid")
 RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
 
 
@@ -161,8 +162,9 @@ class TrainConfig(_Options):
     pilot_steps: int = _opt(500, "steps of each pilot run", fingerprint="unless-default")
     weight_prior: str = _opt(
         "none",
-        "'normal': MAP training with a N(0, I) prior on the weight matrices (not the biases), which adds "
-        "-(batch / N) W to each step's gradient (Kingma & Welling); 'none' (paper)",
+        "'normal': MAP training with a N(0, I) prior on the weight matrices (not the biases): the steps ascend "
+        "Kingma & Welling's (N / M) sum_batch L + log p(theta), which adds -W / N to each step's minibatch-mean "
+        "gradient; 'none' (paper)",
         fingerprint="unless-default",
     )
     grey_levels: bool = _opt(
@@ -176,7 +178,24 @@ class TrainConfig(_Options):
     adam_eps: float = _opt(1e-4, "Adam epsilon")
     shuffle: bool = _opt(True, "reshuffle the training set every epoch (the official code never did)")
     train_subset: int | None = _opt(None, "train on the first N training points only (smoke tests)")
-    init: str = _opt("glorot", "'glorot' (paper) or 'official': every layer drawn from RandomState(123)")
+    train_split: str = _opt(
+        "train",
+        "'train': the training split (paper: MNIST's 59,600, Omniglot's 23,000); 'train+valid': the training and "
+        "validation splits together (MNIST's 60,000, Omniglot's 24,345), as seed 000 and nbip/IWAE trained",
+        fingerprint="unless-default",
+    )
+    output_bias: str = _opt(
+        "mean",
+        "the decoder's output bias at the start: 'mean', logit of the clipped training mean (the official code); "
+        "'zero', as every other bias (Glorot's scheme as seed 000 describes it)",
+        fingerprint="unless-default",
+    )
+    init: str = _opt(
+        "glorot",
+        "'glorot' (paper) or 'official': every layer drawn from RandomState(123), as the official code; in family "
+        "'aevb', 'glorot' is KW's N(0, 0.01^2) for every parameter and 'official' Kingma's code, whose encoder "
+        "log-variance head and decoder output biases start at zero",
+    )
     init_from: str | None = _opt(
         None, "a finished run's model.pt to continue from, parameters and optimizer state (two-stage runs)"
     )
@@ -215,6 +234,12 @@ class TrainConfig(_Options):
         0,
         "the bound on the whole training and test sets at this many log-spaced numbers of training samples seen per "
         "decade, and at the end, written to curve.csv as the run goes (own random stream); 0: never",
+        runtime=True,
+    )
+    snapshot_stages: bool = _opt(
+        False,
+        "keep the parameters at the start and at the end of every stage in model.pt (the figure of samples from "
+        "the prior as training goes, as nbip/IWAE shows)",
         runtime=True,
     )
     curve_ml_points: int = _opt(
@@ -257,13 +282,15 @@ class TrainConfig(_Options):
         for key in ("adam_beta1", "adam_beta2"):
             value = getattr(self, key)
             need(isinstance(value, (int, float)) and 0 <= value < 1, key, "must lie in [0, 1)")
-        for key in ("shuffle", "tf32", "cuda_graphs"):
+        for key in ("shuffle", "tf32", "cuda_graphs", "snapshot_stages"):
             need(isinstance(getattr(self, key), bool), key, "must be true or false")
         self._positive_int("train_subset", allow_none=True)
         need(isinstance(self.valid_every, int) and self.valid_every >= 0, "valid_every", "must be 0 or more")
         self._positive_int("valid_k")
         self._positive_int("valid_points", allow_none=True)
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
+        need(self.train_split in TRAIN_SPLITS, "train_split", f"must be one of {', '.join(TRAIN_SPLITS)}")
+        need(self.output_bias in ("mean", "zero"), "output_bias", "must be 'mean' or 'zero'")
         need(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}")
         need(self.likelihood in LIKELIHOODS, "likelihood", f"must be one of {', '.join(LIKELIHOODS)}")
         need(self.sampling in SAMPLING, "sampling", f"must be one of {', '.join(SAMPLING)}")
@@ -290,6 +317,7 @@ class TrainConfig(_Options):
             need(False, "objective", f"needs the {' and '.join(objective.terms)} terms that only family 'aevb' gives")
         if self.family == "aevb":
             need(self.random == "none", "random", "must be 'none' in family 'aevb'")
+            need(self.output_bias == "mean", "output_bias", "does not apply to family 'aevb' (see init)")
             spec = Architecture.parse(self.layers)
             need(
                 spec.n_stochastic == 1 and len(spec.layers[0].hidden) == 1,
@@ -337,6 +365,8 @@ class TrainConfig(_Options):
         """Identifies the training trajectory: a checkpoint only resumes a run with the same."""
         values = self.trajectory()
         values["data_sources"] = data_sources
+        if self.weight_prior != "none":  # checkpoints of the prior at batch / N (100 times too strong) never resume
+            values["weight_prior_scale"] = "1/N"
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def differences(self, recorded: dict[str, Any]) -> list[str]:

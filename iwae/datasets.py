@@ -101,7 +101,7 @@ class Data:
         return tuple(self.meta.get("image_shape", (28, 28)))
 
     def labels_of(self, split: str) -> Tensor:
-        """The labels of a split, or a one-line error saying why there are none."""
+        """The labels of a split (also "train+valid"), or a one-line error saying why there are none."""
         if self.labels is None:
             why = (
                 "was prepared before labels were kept; delete it and prepare it again"
@@ -109,7 +109,14 @@ class Data:
                 else "has no labels"
             )
             raise UserError(f"dataset {self.meta['dataset']}: {why}")
+        if split == "train+valid":
+            return torch.cat([self.labels["train"], self.labels["valid"]])
         return self.labels[split]
+
+    def points(self, split: str) -> Tensor:
+        """A split's points; "train+valid" is the training split with the validation split
+        after it (what seed 000 and nbip/IWAE trained on)."""
+        return torch.cat([self.train, self.valid]) if split == "train+valid" else getattr(self, split)
 
     def binarized_test(self, seed: int = 123, grey_levels: bool = False) -> Tensor:
         """The test set as evaluation sees it: binarised once, first, from a CPU stream seeded

@@ -183,7 +183,8 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
             dataset_log_likelihood(backend, x_train, k, gen, batch, chunk, condition=labels("train", rows))
         )
         record["train"]["of"] = seen
-    if cfg.valid_points and data.valid.shape[0]:
+    held_out = state["config"].get("train_split", "train") == "train"  # else the run trained on it
+    if cfg.valid_points and data.valid.shape[0] and held_out:
         rows = subset(data.valid.shape[0], cfg.valid_points).to(dev)
         x_valid = binary(data.valid)[rows]
         record["valid"] = _summary(

@@ -10,7 +10,8 @@ gets a readable id naming all its wildcards, e.g. `mnist-2l-iwae-k50-s1`, or
 the config are the defaults each experiment may override key by key.
 
 `Plan.from_config` checks every name against its registry (datasets in `iwae.catalogue`,
-objectives in `iwae.objectives`, table layouts in `iwae.report.layouts`) and every option
+objectives in `iwae.objectives`, table layouts in `iwae.report.layouts`, the sources of
+published values in `iwae.report.reference`) and every option
 against `TrainConfig` and `EvalConfig`, with errors naming the config key at fault. It does
 not import PyTorch.
 """
@@ -28,6 +29,7 @@ from iwae.config import EvalConfig, TrainConfig
 from iwae.errors import UserError
 from iwae.objectives import Objective
 from iwae.report import layouts
+from iwae.report.reference import SOURCES
 
 # The figures an experiment can make (`figures:` in its config; default DEFAULT_FIGURES),
 # each drawn where its runs allow:
@@ -44,6 +46,9 @@ FIGURE_KINDS = {
     "posterior": "per run with a 2-D latent space: the true posterior on a grid, q, SIR samples, reconstructions",
     "pca": "per run with several stochastic layers on labelled data: each layer's posterior means, by label",
     "by_label": "per label-conditional run: samples of p(x | y) for every label",
+    "training_samples": "per run trained with snapshot_stages: samples from the prior at the start and after each stage",
+    "reconstructions": "per part (or dataset) with several latent sizes: the same test images reconstructed by each",
+    "samples_by_latent": "per part (or dataset) with several latent sizes: samples from the prior of each",
 }
 PER_RUN = {  # per-run figure kinds (figures/<experiment>/<kind>/<run>) and the runs they are drawn for
     "manifold": lambda r: r.latent_2d,
@@ -51,7 +56,11 @@ PER_RUN = {  # per-run figure kinds (figures/<experiment>/<kind>/<run>) and the 
     "posterior": lambda r: r.latent_2d and not r.conditional,
     "pca": lambda r: Architecture.parse(r.layers).n_stochastic > 1 and catalogue.get(r.dataset).labelled,
     "by_label": lambda r: r.conditional,
+    "training_samples": lambda r: bool(r.protocol.get("snapshot_stages")),
 }
+# per-section figure kinds drawn from the models of a part's runs, for parts whose runs have
+# one stochastic layer of several sizes (Kingma & Welling's figure 5, seed 002's figure 3)
+BY_LATENT = ("reconstructions", "samples_by_latent")
 DEFAULT_FIGURES = ("curves", "variances", "weights", "nll_vs_k", "samples")
 PER_GROUP = ("curves", "variances")  # one figure per (dataset, architecture)
 
@@ -142,6 +151,7 @@ class Experiment:
     ks: list[int]  # the k of its runs, in the order declared
     samples_figure: bool
     figure_kinds: tuple[str, ...] = DEFAULT_FIGURES
+    reference: str = "paper"  # whose published values its table compares with (iwae.report.reference)
 
     def tables(self) -> list[str]:
         """Table files (under the tables directory) this experiment writes."""
@@ -161,6 +171,16 @@ class Experiment:
                 out.setdefault(run.section, []).append(run)
         return out
 
+    def latent_sections(self) -> dict[str, list[Run]]:
+        """Parts (or datasets) of one dataset whose runs have one stochastic layer of several
+        sizes, each size once: the figures that set latent sizes side by side."""
+        out = {}
+        for section, runs in self.sections(lambda r: Architecture.parse(r.layers).n_stochastic == 1).items():
+            sizes = [Architecture.parse(r.layers).latent_sizes[0] for r in runs]
+            if len(set(sizes)) > 1 and len(set(sizes)) == len(sizes) and len({r.dataset for r in runs}) == 1:
+                out[section] = runs
+        return out
+
     def figures(self) -> list[str]:
         """Figure stems (under figures/<experiment>/, each as .pdf and .png)."""
         kinds, stems = self.figure_kinds, []
@@ -174,6 +194,9 @@ class Experiment:
             stems += [f"bound_vs_samples_{section}" for section in self.sections(lambda r: r.curve and not r.ml_curve)]
         if "ml_vs_samples" in kinds:
             stems += [f"ml_vs_samples_{section}" for section in self.sections(lambda r: r.ml_curve)]
+        for kind in BY_LATENT:
+            if kind in kinds:
+                stems += [f"{kind}_{section}" for section in self.latent_sections()]
         for kind, which in PER_RUN.items():
             if kind in kinds:
                 stems += [f"{kind}/{run.id}" for run in self.runs if which(run)]
@@ -318,6 +341,9 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
     except UserError as e:
         raise UserError(f"{where}.table: {e}") from None
     title = exp.get("title") or default_title(name)
+    source = exp.get("reference", "paper")
+    if source not in SOURCES:
+        raise UserError(f"{where}.reference: {source!r}: unknown; expected one of {', '.join(SOURCES)}")
     samples = evaluation.get("samples_figure", EvalConfig.samples_figure)
     figure_kinds = tuple(exp.get("figures", DEFAULT_FIGURES))
     _check_names(f"{where}.figures", list(figure_kinds), _figure_kind)
@@ -355,7 +381,7 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
                 )
             )
         ks = list(dict.fromkeys(run.k for run in runs))
-    return Experiment(name, kind, title, layout, runs, ks, samples, figure_kinds)
+    return Experiment(name, kind, title, layout, runs, ks, samples, figure_kinds, source)
 
 
 def _figure_kind(kind: str) -> None:

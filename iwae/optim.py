@@ -13,8 +13,8 @@ Three, selected by the `optimizer` option (`make`):
 - "adagrad" (Kingma & Welling): params += lr * g / (sqrt(sum of g^2) + 1e-8), the first
   `adagrad_warmup` steps only accumulating the squared gradients (Kingma's code).
 
-`WeightPrior` adds the gradient of a N(0, I) prior on the weight matrices, scaled by
-batch / N, to each step's gradient (Kingma & Welling's MAP training).
+`WeightPrior` adds the gradient of a N(0, I) prior on the weight matrices, scaled by 1 / N,
+to each step's gradient (Kingma & Welling's MAP training).
 """
 
 from __future__ import annotations
@@ -151,8 +151,10 @@ def make(cfg, params: Tensor, grads: Tensor, lr: float | None = None, lr_on_devi
 
 class WeightPrior:
     """The gradient of log N(W; 0, I) over the weight matrices (not the biases), times
-    batch / N: added to a minibatch's gradient, the steps ascend the log posterior of the
-    weights given the N training points (Kingma & Welling's MAP training)."""
+    `scale`. Kingma & Welling ascend (N / M) sum_batch L(x_i) + log p(theta); the objectives
+    here give the gradient of the minibatch *mean*, 1 / N times theirs, so the prior's
+    gradient is added with scale 1 / N (Kingma's code adds M / N times it to the gradient
+    of the minibatch sum, the same direction at M times the size)."""
 
     def __init__(self, buffer, scale: float):
         self.buffer, self.scale = buffer, scale

@@ -12,7 +12,8 @@ parameters.
 Files in the run directory:
     checkpoints/ckpt-*.pt   the newest two checkpoints (a corrupt newest one falls back)
     train_log.csv           one row per epoch: stage, epoch, lr, objective, seconds, points/s
-    model.pt                final parameters, optimizer state and configuration
+    model.pt                final parameters, optimizer state and configuration (with
+                            `snapshot_stages`, also the parameters at the start and after each stage)
     train.json              the training record: configuration, versions, device, wall time
 """
 
@@ -159,7 +160,7 @@ class Trainer:
         runtime.setup(self.device, cfg.threads, cfg.tf32)
         self.data = data if data is not None else datasets.load(Path(cfg.data), self.device)
         self.pack = pack
-        self.x = self.data.train
+        self.x = self.data.points(cfg.train_split)
         if cfg.train_subset is not None:
             if cfg.train_subset > self.x.shape[0]:
                 raise UserError(f"train_subset: {cfg.train_subset} exceeds the {self.x.shape[0]} training points")
@@ -172,7 +173,7 @@ class Trainer:
         self.objective = Objective.parse(cfg.objective)
         likelihood = self.data.likelihood if cfg.likelihood == "auto" else cfg.likelihood
         # a conditional model's condition: the one-hot labels of the training points
-        self.c = self.data.one_hot_labels("train")[: self.x.shape[0]] if cfg.condition == "label" else None
+        self.c = self.data.one_hot_labels(cfg.train_split)[: self.x.shape[0]] if cfg.condition == "label" else None
         classes = 0 if self.c is None else self.c.shape[1]
         self.model = models.build(cfg, self.x.shape[1], self.device, likelihood, classes)
         self.backend = backends.select(self.model, cfg.backend)
@@ -181,10 +182,10 @@ class Trainer:
             self.eager_because = None if graphed else "eager steps were asked for"
         self.opt = self._optimizer(cfg.lr)
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
+        # the objectives give the gradient of the minibatch mean, so the prior's gradient weighs 1 / N:
+        # KW's (N / M) sum_batch L + log p(theta), divided by N
         self.prior = (
-            optim.WeightPrior(self.model.buffer, cfg.batch_size / self.x.shape[0])
-            if cfg.weight_prior == "normal"
-            else None
+            optim.WeightPrior(self.model.buffer, 1.0 / self.x.shape[0]) if cfg.weight_prior == "normal" else None
         )
         self.gen = torch.Generator(device=self.device)
         lineage = list(self.data.meta["sources"])
@@ -243,6 +244,7 @@ class Trainer:
             self.first_lr, self.pilot = state.get("first_lr", self.cfg.lr), state.get("pilot")
             if self.curve:
                 self.curve.rows = list(state.get("curve", []))
+            self.snapshots = state.get("snapshots") if self.cfg.snapshot_stages else None
             self.say(
                 f"{self.run_name}: resuming from {state['path'].name} (stage {self.pos.stage + 1}, epoch {self.pos.epoch + 1})"
             )
@@ -254,8 +256,9 @@ class Trainer:
         if self.cfg.init_from:
             _continue_from(self.cfg.init_from, self.model, self.opt)
         else:
-            self.model.initialize(self.cfg.seed, self.cfg.init, self.model.likelihood.output_bias(self.x))
+            self.model.initialize(self.cfg.seed, self.cfg.init, self.output_bias())
         self.pos, self.log, self.elapsed, self.resumes = Position(), [], 0.0, 0
+        self.snapshots = [self.snapshot(0)] if self.cfg.snapshot_stages else None
         return None
 
     def run_pilot(self) -> tuple[float, dict]:
@@ -267,7 +270,7 @@ class Trainer:
         found = {}
         for lr in cfg.lr_pilot:
             self.gen.manual_seed(cfg.seed)
-            self.model.initialize(cfg.seed, cfg.init, self.model.likelihood.output_bias(self.x))
+            self.model.initialize(cfg.seed, cfg.init, self.output_bias())
             opt, total = self._optimizer(lr), torch.zeros((), dtype=torch.float64, device=self.device)
             saved, self.opt = self.opt, opt
             for step in range(cfg.pilot_steps):
@@ -287,6 +290,14 @@ class Trainer:
             raise Diverged(f"run {self.run_name}: every pilot learning rate diverged ({', '.join(found)})")
         self.say(f"{self.run_name}: pilot objective per learning rate {found}; using {best:g}")
         return best, found
+
+    def output_bias(self):
+        """The decoder's initial output bias: from the training mean, or None (zero)."""
+        return self.model.likelihood.output_bias(self.x) if self.cfg.output_bias == "mean" else None
+
+    def snapshot(self, epoch: int) -> dict:
+        """The parameters after `epoch` epochs, for the figure of prior samples as training goes."""
+        return {"epoch": epoch, "params": self.model.buffer.data.cpu().clone()}
 
     def _rows(self, n: int, generator) -> torch.Tensor:
         """An epoch's order of the training points: a permutation (or the identity without
@@ -313,6 +324,7 @@ class Trainer:
             "first_lr": self.first_lr,
             "pilot": self.pilot,
             **({"curve": self.curve.rows} if self.curve else {}),
+            **({"snapshots": self.snapshots} if self.snapshots is not None else {}),
             **(extra or {}),
         }
         self.store.save(state, self.done_epochs, next_pos.step)  # names sort in training order
@@ -365,6 +377,8 @@ class Trainer:
                 # only the restored position can lie inside an epoch
                 yield from self.epoch(stage, epoch, resumed if self.pos.step > 0 else None)
                 last = epoch + 1 == stages[stage]
+                if last and self.snapshots is not None:
+                    self.snapshots.append(self.snapshot(self.done_epochs))
                 self.pos = Position(stage + 1, 0, 0) if last else Position(stage, epoch + 1, 0)
                 if last or self.checkpoint_due() or self.stop.requested:
                     self.checkpoint((stage, epoch), self.pos)
@@ -469,8 +483,9 @@ class Trainer:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         save_model_file(
-            self.out_dir / "model.pt", self.model, self.opt.state_dict(), self.cfg.to_dict(), self.data.meta["dataset"]
-        )
+            self.out_dir / "model.pt", self.model, self.opt.state_dict(), self.cfg.to_dict(), self.data.meta["dataset"],
+            snapshots=self.snapshots,
+        )  # fmt: skip
         write_json(self.out_dir / "train.json", record)
         return record
 

@@ -20,7 +20,7 @@ from iwae.errors import UserError
 from iwae.likelihoods import Gaussian
 from iwae.models import AEVBModel
 from iwae.objectives import Objective
-from iwae.optim import Adagrad, WeightPrior
+from iwae.optim import Adagrad
 
 F64 = torch.float64
 
@@ -145,17 +145,6 @@ def test_sgvb_gradient_is_the_gradient_of_its_bound(likelihood):
     torch.testing.assert_close(estimate.bound, direct.detach())
 
 
-def test_weight_prior_gradient_is_minus_batch_over_n_times_the_weights():
-    model = small_aevb()
-    model.buffer.grad.zero_()
-    WeightPrior(model.buffer, 100 / 50_000).add_gradient()
-    for name in model.buffer.slices:
-        expected = (
-            -(100 / 50_000) * model.buffer.param(name) if ".w" in name else torch.zeros_like(model.buffer.param(name))
-        )
-        torch.testing.assert_close(model.buffer.grad_of(name), expected, rtol=0, atol=0)
-
-
 def test_adagrad_accumulates_during_warm_up_then_steps():
     params, grads = torch.zeros(3, dtype=F64), torch.tensor([1.0, -2.0, 0.5], dtype=F64)
     opt = Adagrad(params, grads, lr=0.1, warmup=2)
@@ -172,6 +161,12 @@ def test_initialisation_and_refusals():
     assert abs(model.buffer.data.std().item() - 0.01) < 5e-4 and abs(model.buffer.data.mean().item()) < 1e-4
     with pytest.raises(UserError, match="one hidden layer"):
         AEVBModel(Architecture.parse("2"), 784)
+    # Kingma's code: the encoder's log-variance head and the decoder's output biases start at zero
+    faces = AEVBModel(Architecture.parse("200-20"), 560, likelihood="gaussian-sigmoid")
+    faces.initialize(1, "official")
+    head, bias = faces.buffer.param("encoder.q0.w1"), faces.buffer.param("encoder.q0.b1")
+    assert (head[:, 20:] == 0).all() and (bias[20:] == 0).all() and (faces.buffer.param("decoder.p0.b1") == 0).all()
+    assert (head[:, :20] != 0).all() and (faces.buffer.param("decoder.p0.w1") != 0).all()  # the rest as KW's
     with pytest.raises(UserError, match="objective"):
         TrainConfig(data="x", objective="sgvb")  # the layered family gives no analytic KL
     with pytest.raises(UserError, match="layers"):
@@ -231,3 +226,37 @@ def test_curve_is_written_as_the_run_goes_and_kept_by_resume(prepared, tmp_path)
     assert rows[:3] == before and len(record["curve"]) == 5
     assert float(rows[-1]["train_bound"]) > float(rows[0]["train_bound"]) + 50  # it learns
     assert torch.equal(_params(tmp_path / "curve"), _params(tmp_path / "no-curve"))  # a stream of its own
+
+
+def test_a_map_step_ascends_kingma_and_wellings_whole_objective(prepared, tmp_path):
+    """The trainer's MAP step: its gradient, weights and biases, is 1 / N times the gradient of
+    KW's (N / M) sum_batch L(x_i) + log p(theta), with a N(0, I) prior on the weight matrices.
+    The prior's share is checked to matter: with the prior at M / N (100 times too strong)
+    or without it, the gradient differs by far more than the tolerance."""
+    from iwae import datasets
+    from iwae.train import Trainer, train_step
+
+    cfg = _cfg(prepared["mnist"], lr=0.02, adagrad_warmup=5, train_subset=500)  # in warm-up: no step is taken
+    trainer = Trainer(cfg, tmp_path / "map", True, False)
+    trainer.restore_or_initialize()
+    model, n, m = trainer.model, trainer.x.shape[0], cfg.batch_size
+    model.buffer.data.mul_(30)  # weights of a trained network's size, not 0.01
+    x = datasets.binarize(trainer.x[:m], torch.Generator().manual_seed(0))
+    before = model.buffer.data.clone()
+    train_step(trainer.backend, trainer.objective, trainer.opt, x, 1, torch.Generator().manual_seed(1), trainer.prior)
+    assert torch.equal(model.buffer.data, before)
+    ours = model.buffer.grad.clone()
+
+    leaves = model.leaves  # the forward pass's own leaves
+    fp = model.forward(x, 1, torch.Generator().manual_seed(1))  # the same noise
+    bound = fp.terms["log_lik"].mean(0) - fp.terms["kl"]  # estimator B per point
+    log_prior = sum(-0.5 * w.square().sum() for name, w in leaves.items() if ".w" in name)
+    data_part = torch.autograd.grad(n / m * bound.sum(), list(leaves.values()), retain_graph=True)
+    prior_part = torch.autograd.grad(log_prior, list(leaves.values()), allow_unused=True)
+    prior_part = [torch.zeros_like(w) if g is None else g for w, g in zip(leaves.values(), prior_part)]
+    flat = [torch.cat([g.reshape(-1) for g in grads]) for grads in (data_part, prior_part)]
+    data_grad, prior_grad = flat[0] / n, flat[1] / n
+    torch.testing.assert_close(ours, data_grad + prior_grad, rtol=1e-4, atol=1e-7)
+    assert (prior_grad.abs().max() > 1e-4) and (prior_grad[model.buffer.span("encoder")].abs().max() > 1e-4)
+    for wrong in (data_grad, data_grad + m * prior_grad):
+        assert (ours - wrong).abs().max() > 100 * 1e-7 + 1e-4 * wrong.abs().max()

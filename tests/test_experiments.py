@@ -229,7 +229,35 @@ def test_parts_make_one_experiment_of_several_grids():
         "manifold/mnist-L500x2-sgvb-k1-s1", "manifold/freyface-L200x2-sgvb-k1-s1", "latents/mnist-L500x2-sgvb-k1-s1"
     ]  # fmt: skip
     assert not any(f.startswith(("curves_", "variances_")) for f in figures)  # not among its figures
+    # KW's figure 5 and seed 002's figure 3 per part of several latent sizes (not the marginal part's Nz = 3 twice)
+    by_size = [f for f in figures if f.startswith(("reconstructions_", "samples_by_latent_"))]
+    assert sorted(by_size) == ["reconstructions_freyface", "reconstructions_mnist", "samples_by_latent_freyface",
+                               "samples_by_latent_mnist"]  # fmt: skip
+    assert "latents/mnist-L500x2-sgvb-k1-s1" in plan.experiments["aevb-seed002"].figures()
+    assert "weight_prior" not in plan.run("aevb-seed002", "mnist-L500x20-sgvb-k1-s1").train_options()  # Keras' Adam
     validate(CONFIG)
+
+
+def test_every_seed_table_is_an_experiment_with_its_source():
+    """Seed 000's Table 1 under its protocol, nbip's tables (IWAE, VAE, DReG; the conditional
+    IWAE) under theirs: each an experiment whose table sets the seed's values beside ours."""
+    plan = Plan.from_config(CONFIG)
+    seed000 = plan.experiments["seed000"]
+    assert len(seed000.runs) == 24 and seed000.reference == "seed000" and seed000.layout == "nll-au"
+    run = plan.run("seed000", "omniglot-2l-iwae-k50-s1").train_options()
+    assert run["epochs_per_stage"] == [1, 3, 9, 27, 81, 243] and run["lr_decade_stages"] == 5
+    assert run["batch_size"] == 100 and run["train_split"] == "train+valid" and run["output_bias"] == "zero"
+    nbip = plan.experiments["nbip"]
+    assert sorted(r.id for r in nbip.runs if r.objective == "dreg") == [
+        f"mnist-L200x200x100-dreg-k{k}-s1" for k in (1, 5, 50)
+    ]  # fmt: skip
+    assert len(nbip.runs) == 6 + 6 + 3 and nbip.reference == "nbip"
+    assert all(r.train_options()["train_split"] == "train+valid" for r in nbip.runs)
+    assert "training_samples/mnist-2l-iwae-k50-s1" in nbip.figures()
+    given = plan.experiments["nbip-conditional"]
+    assert len(given.runs) == 3 and all(r.conditional for r in given.runs) and given.reference == "nbip"
+    with pytest.raises(UserError, match="experiments.seed000.reference: 'seed999': unknown"):
+        Plan.from_config(with_changes(seed000={"reference": "seed999"}))
 
 
 @pytest.mark.parametrize(

@@ -130,6 +130,10 @@ def test_notes_give_the_training_length_and_subset(tmp_path, epochs, trained_on,
 def test_latex_refuses_characters_it_cannot_spell():
     with pytest.raises(ValueError, match="no LaTeX spelling"):
         tables._tex("ünicode")
+    from iwae.report.reference import SOURCES
+
+    for source in SOURCES.values():  # every source's line appears in a table's notes
+        assert "^" not in tables._tex(source.line()).replace(r"\^{}", "").replace("$^", "")
 
 
 def test_estimator_table_follows_rainforth(tmp_path):
@@ -144,6 +148,54 @@ def test_estimator_table_follows_rainforth(tmp_path):
     iwae = [r for r in cmp.rows if r[0] == "IWAE"]
     assert [r[3] for r in iwae] == ["-86.11", "-84.52", "-1.59"]
     assert all(r[3] == "—" for r in cmp.rows if r[0] == "DReG")  # no published value
+
+
+def test_a_seed_table_sets_the_seeds_values_beside_ours(tmp_path):
+    """An experiment that reproduces a seed's table names it as its reference: the seed's
+    value and our difference per cell, the paper's (and any other source's) value beside,
+    and one line per source saying where and how its numbers were obtained."""
+    paths = [
+        record(tmp_path, "s0", "mnist-1l-iwae-k5-s1", nll=88.0),
+        record(tmp_path, "s0", "omniglot-resized-2l-iwae-k50-s1", dataset="omniglot-resized", layers="2",
+               k=50, nll=115.0, units=(30, 5)),
+    ]  # fmt: skip
+    df = records.frame(paths)
+    cmp = tables.vs_paper(df, "seed000")
+    assert cmp.columns[5] == "NLL (seed 000)" and cmp.columns[-1] == "other published NLL"
+    mnist = next(r for r in cmp.rows if r[0] == "MNIST")
+    assert mnist[5:7] == ["87.02", "+0.98"] and mnist[9] == "paper 85.54"
+    omniglot = next(r for r in cmp.rows if r[0].startswith("Omniglot"))
+    assert omniglot[5:7] == ["112.78†", "+2.22"] and omniglot[9] == "paper 103.38†"  # another Omniglot file
+    notes = " ".join(cmp.notes)
+    assert "difference = ours − seed 000" in notes and "LeakyReLU" in notes and "(arXiv:1509.00519)" in notes
+    assert "trained for 6 epochs (seed 000: 364 epochs)" in " ".join(tables.nll_au(df, "seed000").notes)
+
+
+def test_nbip_cells_match_by_architecture_and_label(tmp_path):
+    dreg = record(tmp_path, "nbip", "mnist-L200x200x100-dreg-k50-s1", layers="200-200-100", objective="dreg",
+                  k=50, nll=85.0, units=(40,))  # fmt: skip
+    given = record(tmp_path, "nbip", "mnist-L200x200x100-iwae-k50-s1", layers="200-200-100", k=50, nll=81.0)
+    rec = json.loads(given.read_text())
+    rec["training"]["config"] |= {"condition": "label", "prior": "label"}
+    given.write_text(json.dumps(rec))
+    df = records.frame([dreg, given])
+    rows = {r[2]: r for r in tables.vs_paper(df, "nbip").rows}
+    assert rows["DReG"][1] == "1 (200-200-100)" and rows["DReG"][5:7] == ["84.32", "+0.68"]
+    assert rows["IWAE given y (label prior)"][5] == "80.78" and rows["DReG"][9] == "—"
+    notes = " ".join(tables.nll_au(df, "nbip").notes)
+    assert "200-200-100" in notes and "log p(x | y)" in notes
+
+
+def test_re_implementations_beside_the_paper_and_rainforth(tmp_path):
+    fixed = record(tmp_path, "fb", "mnist-fixed-1l-iwae-k50-s1", dataset="mnist-fixed", k=50, nll=88.0)
+    row = tables.vs_paper(records.frame([fixed])).rows[0]
+    assert row[5] == "87.10" and row[9] == "pythae 86.82"
+    est = record(tmp_path, "estimators", "mnist-1l-miwae-m8-k64-s1", objective="miwae-m8", k=64, nll=85.5,
+                 iwae64=-86.0)  # fmt: skip
+    _, cmp = tables.bounds(records.frame([est]))
+    logp = next(r for r in cmp.rows if r[1] == "log p̂(x)")
+    assert logp[3:6] == ["-84.97", "-0.53", "pythae -85.09"]
+    assert any(n.startswith("pythae: batch 20, 3,280 epochs") for n in cmp.notes)
 
 
 def test_two_stage_table_reads_the_first_stage(tmp_path):

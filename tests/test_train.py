@@ -312,3 +312,61 @@ def test_identical_runs_write_identical_files(prepared, tmp_path):
     for name in ("a", "b"):
         assert run_cli("train", "--out", tmp_path / name, *args).returncode == 0
     assert (tmp_path / "a/model.pt").read_bytes() == (tmp_path / "b/model.pt").read_bytes()
+
+
+# --------------------------------------------------------------------------- seed protocols
+
+
+def test_train_split_train_valid_trains_on_both_splits_with_their_labels(prepared, tmp_path):
+    """Seed 000 and nbip trained on all 60,000 MNIST images: the training split with the
+    validation split after it, labels included for a conditional model."""
+    from iwae.train import Trainer
+
+    data = datasets.load(prepared["mnist"])
+    cfg = TrainConfig(data=str(prepared["mnist"]), train_split="train+valid", condition="label", layers="20-10")
+    t = Trainer(cfg, tmp_path / "all", True, False, data=data)
+    assert t.x.shape[0] == 60_000 and torch.equal(t.x[-400:], data.valid) and torch.equal(t.x[:59_600], data.train)
+    assert torch.equal(t.c[-400:].argmax(1), data.labels["valid"])
+    assert (
+        Trainer(TrainConfig(data=str(prepared["mnist"])), tmp_path / "paper", True, False, data=data).x.shape[0]
+        == 59_600
+    )
+    with pytest.raises(Exception, match="train_split"):
+        TrainConfig(data="x", train_split="all")
+
+
+def test_output_bias_from_the_training_mean_or_zero(prepared, tmp_path):
+    from iwae.train import Trainer
+
+    data = datasets.load(prepared["mnist"])
+    biases = {}
+    for choice in ("mean", "zero"):
+        cfg = TrainConfig(data=str(prepared["mnist"]), output_bias=choice, train_subset=500)
+        t = Trainer(cfg, tmp_path / choice, True, False, data=data)
+        t.restore_or_initialize()
+        biases[choice] = t.model.buffer.param("decoder.p0.b2").clone()
+        assert t.model.buffer.param("encoder.q0.w0").abs().max() > 0  # Glorot weights either way
+    assert (biases["zero"] == 0).all() and biases["mean"].min() < -5  # logit(1e-3) at MNIST's empty corners
+
+
+def test_snapshots_of_every_stage_survive_a_resume(prepared, tmp_path):
+    """snapshot_stages keeps the parameters at the start and after each stage in model.pt,
+    through an interruption; they leave the run itself unchanged."""
+    from iwae.errors import Interrupted
+    from iwae.train import Trainer, train
+
+    base = dict(data=str(prepared["mnist"]), layers="20-5", k=1, epochs_per_stage=[1, 2], train_subset=200,
+                batch_size=20, threads=1)  # fmt: skip
+    train(TrainConfig(**base), tmp_path / "plain", quiet=True)
+    cfg = TrainConfig(**base, snapshot_stages=True)
+    t = Trainer(cfg, tmp_path / "snap", True, False)
+    with pytest.raises(Interrupted):
+        for i, _ in enumerate(t.train()):
+            if i == 15:  # inside the second stage
+                t.stop.requested = True
+    Trainer(cfg, tmp_path / "snap", True, False).run()
+    state = torch.load(tmp_path / "snap" / "model.pt", weights_only=True)
+    assert [s["epoch"] for s in state["snapshots"]] == [0, 1, 3]
+    assert torch.equal(state["snapshots"][-1]["params"], state["model"]["params"])
+    assert not torch.equal(state["snapshots"][0]["params"], state["snapshots"][1]["params"])
+    assert torch.equal(state["model"]["params"], _params(tmp_path / "plain"))

@@ -243,7 +243,7 @@ def test_smoke_builds_every_output(smoke):
     assert "Nothing to be done" in again.stdout + again.stderr
     assert (work / "results/smoke/report.tex").stat().st_size > 1000
     assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7
+    assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7 + 2 + 3 + 1
 
 
 @pytest.mark.slow
@@ -276,7 +276,7 @@ def test_smoke_vs_paper_and_summary(smoke):
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
     with open(work / "results/smoke/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5 + 7  # every run of every experiment
+    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5 + 7 + 2 + 3 + 1  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
     record = json.loads((work / "results/smoke/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
@@ -374,6 +374,34 @@ def test_smoke_posterior_experiment(smoke):
                  "by_label/mnist-L20x10-iwae-k5-standard_prior-s1", "latents/mnist-L20x2-vae-k50-s1"):  # fmt: skip
         image = matplotlib.image.imread(figures / f"{name}.png")
         assert image.shape[0] > 300 and image[..., :3].mean(-1).std() > 0.05, name
+
+
+@pytest.mark.slow
+def test_smoke_seed_tables(smoke):
+    """Each seed's table built by name: the seed's value beside ours with the difference, the
+    other sources of the same cell beside it; the seeds' figures."""
+    work, _ = smoke
+    tables = work / "results/smoke/tables"
+    rows = {(r[0], r[2], r[3]): r for r in _markdown_rows(tables / "seed000_vs_paper.md")}
+    mnist = rows[("MNIST", "IWAE", "5")]
+    assert mnist[5] == "87.02" and math.isclose(float(mnist[6]), float(mnist[4]) - 87.02, abs_tol=0.011)
+    assert mnist[9] == "paper 85.54" and rows[("Omniglot (resized)", "IWAE", "5")][5] == "112.83†"
+    text = (tables / "seed000_vs_paper.md").read_text()
+    assert "seed 000: batch 100, 364 epochs" in text and "LeakyReLU" in text
+    assert "trained on the training and validation splits together" in (tables / "seed000.md").read_text()
+    nbip = {(r[1], r[2]): r for r in _markdown_rows(tables / "nbip_vs_paper.md")}
+    assert nbip[("1 (200-200-100)", "DReG")][5] == "84.90" and nbip[("1 (200-200-100)", "VAE")][5] == "86.10"
+    two = nbip[("2", "IWAE")]
+    assert two[5] == "83.48" and "paper 83.89" in two[9] and "seed 000 93.90" in two[9]
+    given = _markdown_rows(tables / "nbip-conditional_vs_paper.md")
+    assert given[0][2] == "IWAE given y (label prior)" and given[0][5] == "81.41"
+    record = json.loads((work / "results/smoke/runs/seed000/mnist-1l-iwae-k5-s1/eval.json").read_text())
+    assert record["training"]["config"]["train_split"] == "train+valid" and "valid" not in record
+    figures = work / "results/smoke/figures"
+    for name in ("nbip/training_samples/mnist-2l-iwae-k5-s1", "aevb/reconstructions_mnist",
+                 "aevb/samples_by_latent_mnist", "seed000/curves_mnist_1l"):  # fmt: skip
+        image = matplotlib.image.imread(figures / f"{name}.png")
+        assert image.shape[0] > 100 and image[..., :3].mean(-1).std() > 0.05, name
 
 
 def _chromium() -> str | None:

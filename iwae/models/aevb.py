@@ -5,8 +5,10 @@ One stochastic layer; encoder h = tanh(W x + b), mu = W' h + b', log sigma^2 = W
 (a log variance, where Burda et al.'s layers output log sigma); prior N(0, I); decoder with
 one tanh hidden layer of the same width: Bernoulli logits for binary images, or Kingma &
 Welling's Gaussian with sigmoid means and a per-pixel log variance for continuous ones
-(likelihood `gaussian-sigmoid`). Every weight and bias starts from N(0, 0.01^2), as Kingma's
-code. The architecture is a spec like "500-20": hidden units, then latent units.
+(likelihood `gaussian-sigmoid`). Every weight and bias starts from N(0, 0.01^2), as KW's
+section 5 says; with `init: official` as Kingma's code (anglepy's VAE_Z_X.init_w) instead,
+whose encoder log-variance head (weights and bias) and decoder output biases start at zero.
+The architecture is a spec like "500-20": hidden units, then latent units.
 
 Besides the (k, B) log weights, the forward pass returns the terms of Kingma & Welling's
 estimator B (objective `sgvb`): log p(x | z) per sample and the analytic KL(q(z|x) || p(z))
@@ -24,7 +26,7 @@ from iwae.errors import UserError
 from iwae.likelihoods import Gaussian
 from iwae.models.layered import LayeredModel, LogWeights
 
-INIT_SD = 0.01  # Kingma's code: every parameter from N(0, 0.01^2)
+INIT_SD = 0.01  # KW section 5: every parameter from N(0, 0.01^2)
 
 
 class AEVBModel(LayeredModel):
@@ -56,10 +58,19 @@ class AEVBModel(LayeredModel):
         return self.architecture.latent_sizes[0]
 
     def initialize(self, seed: int, scheme: str = "glorot", output_bias: np.ndarray | None = None):
-        """Every parameter from N(0, 0.01^2) (Kingma's code); `scheme` and `output_bias`,
-        which choose the layered family's initialisation, do not apply."""
+        """Every parameter from N(0, 0.01^2) (KW, section 5); with scheme "official" as
+        Kingma's code, the encoder's log-variance weights and bias and the decoder's output
+        biases (its means' or logits', and its log variances') then set to zero. The layered
+        family's `output_bias` does not apply."""
+        if scheme not in ("glorot", "official"):
+            raise UserError(f"init: unknown scheme {scheme!r} (expected 'glorot' or 'official')")
         values = np.random.RandomState(seed).normal(0.0, INIT_SD, self.buffer.data.numel())
         self.buffer.data.copy_(torch.from_numpy(values))
+        if scheme == "official":
+            d = self.latent
+            self.buffer.param("encoder.q0.w1")[:, d:] = 0.0
+            self.buffer.param("encoder.q0.b1")[d:] = 0.0
+            self.buffer.param("decoder.p0.b1").zero_()
 
     def forward(
         self,

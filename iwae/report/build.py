@@ -10,10 +10,13 @@ from iwae.files import write_text
 from iwae.report import document, figures, layouts, records, tables
 
 
-def table(experiment: str, layout: str, evals: list[Path], out_dir: Path, title: str | None = None) -> None:
-    """The experiment's table in `layout` and its comparison with the published values."""
+def table(
+    experiment: str, layout: str, evals: list[Path], out_dir: Path, title: str | None = None, source: str = "paper"
+) -> None:
+    """The experiment's table in `layout` and its comparison with the published values of
+    `source` (and of every other source with the same cells)."""
     df = records.frame(evals, experiment)
-    ours, cmp = layouts.get(layout).build(df)
+    ours, cmp = layouts.get(layout).build(df, source)
     title = title or default_title(experiment)
     ours.write(Path(out_dir) / experiment, f"{title} (this pipeline)")
     cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")

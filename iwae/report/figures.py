@@ -23,6 +23,12 @@ pca         per run with several stochastic layers on labelled data: each layer'
             means (self-normalised importance sampling) projected on its first two principal
             components, coloured by label (nbip's task 3)
 by_label    per label-conditional run: samples of p(x | y) for every label y
+training_samples  per run trained with snapshot_stages: samples from the prior at the start
+            and after each stage, the same z in every row (nbip's figure of training)
+reconstructions  per part with several latent sizes: the same test images reconstructed by
+            each run, one row per size (seed 002's figure 3)
+samples_by_latent  per part with several latent sizes: samples from each run's prior, one row
+            per size (Kingma & Welling's figure 5)
 """
 
 from __future__ import annotations
@@ -530,4 +536,95 @@ def by_label(model_path: Path, data_path: Path, stem: Path, per_label: int = 10)
     ax.set_xticks([])
     ax.set_ylabel("label y")
     ax.set_title(f"{Path(model_path).parent.name}: means of p(x | z, y), z ~ p(z | y)", fontsize=8)
+    return save(fig, stem)
+
+
+def _by_latent(model_paths: list[Path]):
+    """(run name, latent size, model) of runs with one stochastic layer, by latent size."""
+    from iwae.checkpoints import load_model_file
+    from iwae.models import from_state
+
+    out = []
+    for path in model_paths:
+        state = load_model_file(Path(path))
+        model = from_state(state["model"])
+        if model.architecture.n_stochastic != 1:
+            raise UserError(f"{path}: the figures by latent size need one stochastic layer")
+        out.append((Path(path).parent.name, model.architecture.latent_sizes[0], model, state["config"]))
+    return sorted(out, key=lambda t: t[1])
+
+
+def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images: int = 10) -> list[Path]:
+    """The same random test images reconstructed by each run, one row per latent size (seed
+    002's figure 3)."""
+    import torch
+
+    from iwae import datasets
+    from iwae.evaluate import subset
+
+    runs = _by_latent(model_paths)
+    data = datasets.load(Path(data_path))
+    x = data.binarized_test(grey_levels=runs[0][3].get("grey_levels", False))[subset(data.test.shape[0], images)]
+    rows = [x.numpy()] + [model.reconstruct(x, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
+    return _rows_figure(rows, ["test images"] + [f"Nz = {z}" for _, z, _, _ in runs], data,
+                        f"reconstructions by latent size ({', '.join(name for name, *_ in runs)})", stem)  # fmt: skip
+
+
+def samples_by_latent(model_paths: list[Path], data_path: Path, stem: Path, images: int = 10) -> list[Path]:
+    """Samples from each run's generative model (decoded means), one row per latent size
+    (Kingma & Welling's figure 5)."""
+    import torch
+
+    from iwae import datasets
+
+    runs = _by_latent(model_paths)
+    data = datasets.load(Path(data_path))
+    rows = [model.sample(images, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
+    return _rows_figure(rows, [f"Nz = {z}" for _, z, _, _ in runs], data,
+                        f"samples from the prior by latent size ({', '.join(name for name, *_ in runs)})", stem)  # fmt: skip
+
+
+def _rows_figure(rows: list[np.ndarray], labels: list[str], data, title: str, stem: Path) -> list[Path]:
+    h, w = data.image_shape
+    invert = data.meta["binarization"] != "none"
+    cols = rows[0].shape[0]
+    fig, ax = plt.subplots(figsize=(0.55 * cols * w / 28 + 1.2, 0.55 * len(rows) * h / 28 + 0.6))
+    ax.imshow(_tile(np.concatenate(rows), cols, (h, w), invert), cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([(h + 1) * (i + 0.5) for i in range(len(rows))], labels, fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(title, fontsize=7)
+    return save(fig, stem)
+
+
+def training_samples(model_path: Path, data_path: Path, stem: Path, images: int = 10) -> list[Path]:
+    """Samples from the prior decoded by the parameters at the start and after each stage
+    (the run's snapshots), the same z in every row: binary draws left, their means right."""
+    import torch
+
+    from iwae import datasets
+    from iwae.checkpoints import load_model_file
+    from iwae.models import from_state
+
+    state = load_model_file(Path(model_path))
+    if not state.get("snapshots"):
+        raise UserError(f"{model_path}: no snapshots; train the run with snapshot_stages: true")
+    model = from_state(state["model"])
+    data = datasets.load(Path(data_path))
+    means, draws = [], []
+    for snapshot in state["snapshots"]:
+        model.buffer.data.copy_(snapshot["params"])
+        g = torch.Generator().manual_seed(0)  # the same z (and the same uniforms for the draws) in every row
+        mean = model.sample(images, g)
+        binary = model.likelihood.name == "bernoulli"  # a continuous model's draws are its means plus noise
+        draws.append((torch.rand(mean.shape, generator=g) < mean).double().numpy() if binary else mean.numpy())
+        means.append(mean.numpy())
+    labels = [f"epoch {s['epoch']:,}" for s in state["snapshots"]]
+    h, w = data.image_shape
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (0.55 * images * w / 28) + 1.5, 0.55 * len(labels) * h / 28 + 0.8))
+    for ax, rows, what in ((axes[0], draws, "samples of p(x | z)"), (axes[1], means, "their means")):
+        ax.imshow(_tile(np.concatenate(rows), images, (h, w)), cmap="gray", vmin=0, vmax=1)
+        ax.set_yticks([(h + 1) * (i + 0.5) for i in range(len(labels))], labels, fontsize=8)
+        ax.set_xticks([])
+        ax.set_title(what, fontsize=9)
+    fig.suptitle(f"{Path(model_path).parent.name}: z ~ p(z), the same z in every row", fontsize=9)
     return save(fig, stem)

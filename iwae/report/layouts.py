@@ -4,7 +4,9 @@ table of an existing layout is a config entry only, a new layout one entry here 
 function in `iwae.report.tables`).
 
     nll-au     Burda et al.'s Table 1: NLL and active units per layers x k, columns datasets x
-               objectives (grid experiments; the default)
+               objectives (grid experiments; the default); beside it the experiment's
+               `reference:` source (the paper, seed 000, nbip/IWAE; `iwae.report.reference`)
+               and every other source that publishes the same cell
     bounds     Rainforth et al.'s comparison: IWAE-64, log p(x) and -KL(Q||P) per objective
                (grid experiments evaluated with extra_k: [64])
     two-stage  Burda et al.'s Table 2: first and second stage side by side (two-stage
@@ -31,41 +33,41 @@ from iwae.errors import UserError
 class Layout:
     name: str
     kinds: tuple[str, ...]  # experiment types it renders
-    build: Callable  # (runs' frame) -> (our table, the comparison with the paper)
+    build: Callable  # (runs' frame, reference source) -> (our table, the comparison with the published values)
     needs_extra_k: tuple[int, ...] = ()  # bounds the runs must be evaluated with
 
 
-def _nll_au(df):
+def _nll_au(df, source):
     from iwae.report import tables
 
-    return tables.nll_au(df), tables.vs_paper(df)
+    return tables.nll_au(df, source), tables.vs_paper(df, source)
 
 
-def _bounds(df):
+def _bounds(df, source):
     from iwae.report import tables
 
     return tables.bounds(df)
 
 
-def _random_weights(df):
+def _random_weights(df, source):
     from iwae.report import tables
 
     return tables.random_weights(df)
 
 
-def _aevb(df):
+def _aevb(df, source):
     from iwae.report import tables
 
     return tables.aevb(df)
 
 
-def _posterior(df):
+def _posterior(df, source):
     from iwae.report import tables
 
     return tables.posterior(df)
 
 
-def _two_stage(df):
+def _two_stage(df, source):
     from iwae.report import tables
 
     return tables.two_stage(df, tables.first_stage_rows(df))

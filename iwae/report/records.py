@@ -16,7 +16,7 @@ COLUMNS = [
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
     "train_nll", "train_points", "valid_nll", "valid_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
     "eval_git_revision", "init_from", "random", "valid_k", "family", "latent", "hidden", "trained_on",
-    "samples_seen", "grey_levels", "condition", "prior", "run_dir",
+    "samples_seen", "grey_levels", "condition", "prior", "train_split", "run_dir",
 ]  # fmt: skip
 
 
@@ -84,6 +84,7 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "grey_levels": bool(cfg.get("grey_levels", False)),
             "condition": cfg.get("condition", "none"),
             "prior": cfg.get("prior", "standard"),
+            "train_split": cfg.get("train_split", "train"),
             "run_dir": str(path.parent),
         }
     except (KeyError, TypeError) as e:

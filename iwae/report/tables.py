@@ -146,11 +146,11 @@ def _spans(group: list[tuple[str, int]]):
 
 def _tex(text: str) -> str:
     text = re.sub(r"(−?)L_k", lambda m: f"${'-' if m.group(1) else ''}L_k$", str(text))
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"), ("^", r"\^{}")):
         text = text.replace(a, b)
     for a, b in (
         ("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("→", r"$\to$"), ("β", r"$\beta$"), ("−", "$-$"),
-        ("†", r"$^\dagger$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"),
+        ("†", r"$^\dagger$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"), ("ö", r"\"{o}"),
     ):  # fmt: skip
         text = text.replace(a, b)
     if not text.isascii():
@@ -198,6 +198,10 @@ def _protocol_notes(
         if subset:
             theirs += (" on " if theirs else "") + "the whole training set"
         notes.append(f"{trained}{length}{f' on {subset}' if subset else ''} ({reference}: {theirs})")
+    if "train_split" in df.columns and (df["train_split"] == "train+valid").any():
+        sizes = ", ".join(f"{n:,}" for n in sorted(set(df.loc[df["train_split"] == "train+valid", "trained_on"])))
+        notes.append(f"trained on the training and validation splits together ({sizes} points; train_split: "
+                     "train+valid)")  # fmt: skip
     for dataset in sorted(set(df["dataset"])) if caveats else []:
         entry = catalogue.CATALOGUE.get(dataset)
         if entry and entry.caveat:
@@ -223,8 +227,25 @@ def _training_subset(df: pd.DataFrame) -> str:
     return _counted(sorted(partial), "training point") if partial else ""
 
 
-def nll_au(df: pd.DataFrame) -> Table:
-    """Burda et al.'s Table 1 layout for any grid of datasets, layers, objectives and k."""
+def _model_notes(df: pd.DataFrame) -> list[str]:
+    """What a table's layer counts and objectives leave unsaid: architectures other than the
+    paper's, and models given the label."""
+    from iwae.architecture import ARCHITECTURES
+
+    notes = []
+    specs = df["architecture"] if "architecture" in df.columns else [ARCHITECTURES[n].spec() for n in df["layers"]]
+    other = sorted({a for a, n in zip(specs, df["layers"]) if n not in ARCHITECTURES or a != ARCHITECTURES[n].spec()})
+    if other:
+        notes.append(f"architectures other than the paper's: {', '.join(other)} (hidden units, then latent units, "
+                     "per stochastic layer)")  # fmt: skip
+    if "condition" in df.columns and (df["condition"] != "none").any():
+        notes.append("given the label: the NLL is −L_k of log p(x | y), not of log p(x)")
+    return notes
+
+
+def nll_au(df: pd.DataFrame, source: str = "paper") -> Table:
+    """Burda et al.'s Table 1 layout for any grid of datasets, layers, objectives and k; its
+    notes compare the protocol with that of `source` (`reference.SOURCES`)."""
     agg = aggregate(df, ["dataset", "layers", "objective", "k"])
     datasets = list(dict.fromkeys(df["dataset"]))
     objectives = list(dict.fromkeys(df["objective"]))
@@ -261,7 +282,8 @@ def nll_au(df: pd.DataFrame) -> Table:
                         row.append(number(c.nll - c.train_nll))
                     row.append(c.active_units)
             rows.append(row)
-    notes = _protocol_notes(df)
+    main = reference.SOURCES[source]
+    notes = _protocol_notes(df, main.epochs, reference=main.name) + _model_notes(df)
     if with_valid:
         points = int(df.loc[df["valid_points"] > 0, "valid_points"].min())
         notes.append(
@@ -275,35 +297,50 @@ def nll_au(df: pd.DataFrame) -> Table:
                  align="cc" + "r" * (len(sub) * len(datasets) * len(objectives)))  # fmt: skip
 
 
-def vs_paper(df: pd.DataFrame) -> Table:
-    """Ours beside the published value, per cell, for the NLL / active-unit experiments."""
-    agg = aggregate(df, ["dataset", "layers", "objective", "k"])
-    rows, any_proxy = [], False
+def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
+    """Ours beside the published value of `source`, per cell, for the NLL / active-unit
+    experiments; every other source with a value for the same cell in the last column, and
+    one line per source in the notes: where its numbers are published and how obtained."""
+    main = reference.SOURCES[source]
+    keys = ["dataset", "layers", "architecture", "objective", "k", "condition", "prior"]
+    agg = aggregate(df.assign(condition=df["condition"].fillna("none"), prior=df["prior"].fillna("standard")), keys)
+    from iwae.architecture import ARCHITECTURES
+
+    rows, any_proxy, cited = [], False, [source]
     for c in agg.itertuples():
-        ref, ref_units, same = reference.nll_reference(c.dataset, c.layers, c.objective, c.k)
-        mark = "" if same or ref is None else "†"
-        any_proxy |= bool(mark)
+        model = reference.model_of(c.condition, c.prior)
+        ref, ref_units, same = reference.published(source, c.dataset, c.architecture, c.objective, c.k, model)
+        mark = "" if same else "†"
+        any_proxy |= bool(mark and ref)
+        besides = reference.others(source, c.dataset, c.architecture, c.objective, c.k, model)
+        cited += [name for name, _ in besides if name not in cited]
+        paper_arch = c.layers in ARCHITECTURES and ARCHITECTURES[c.layers].spec() == c.architecture
         rows.append(
             [
-                c.dataset_label, str(c.layers), objective_label(c.objective), str(c.k),
+                c.dataset_label, str(c.layers) if paper_arch else f"{c.layers} ({c.architecture})",
+                objective_label(c.objective) + ("" if model == "unconditional" else f" given y ({model})"), str(c.k),
                 number(c.nll, c.nll_sd, c.n), number(ref) + mark if ref else DASH,
                 f"{c.nll - ref:+.2f}" if ref else DASH,
                 c.active_units, (ref_units + mark) if ref_units else DASH,
+                "; ".join(f"{reference.SOURCES[name].short} {nll:.2f}{mark}" for name, nll in besides) or DASH,
             ]
         )  # fmt: skip
-    notes = ["difference = ours − paper: positive means a worse (higher) NLL"] + _protocol_notes(df, caveats=any_proxy)
+    notes = [f"difference = ours − {main.name}: positive means a worse (higher) NLL"]
+    notes += _protocol_notes(df, main.epochs, reference=main.name, caveats=any_proxy) + _model_notes(df)
+    notes += [reference.SOURCES[name].line() for name in cited]
     cols = [
         "dataset",
         "layers",
         "objective",
         "k",
         "NLL (ours)",
-        "NLL (paper)",
+        f"NLL ({main.short})",
         "difference",
         "active (ours)",
-        "active (paper)",
+        f"active ({main.short})",
+        "other published NLL",
     ]
-    return Table(cols, rows, notes=notes, align="lcll" + "r" * 5)
+    return Table(cols, rows, notes=notes, align="lcll" + "r" * 5 + "l")
 
 
 def two_stage(df_second: pd.DataFrame, first_of: dict[str, dict]) -> tuple[Table, Table]:
@@ -360,18 +397,23 @@ def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
     )
     objectives = list(agg["objective"])
     rows = [["IWAE-64"], ["log p̂(x)"], ["−KL(Q‖P)"]]
-    cmp_rows = []
+    cmp_rows, cited = [], ["rainforth"]
     for c in agg.itertuples():
         s = stats.loc[c.objective]
         values = [(c.iwae64, c.iwae64_sd), (s.logpx, s.logpx_sd), (s.neg_kl, s.neg_kl_sd)]
         for row, (mean, sd) in zip(rows, values):
             row.append(number(mean, sd, c.n))
         ref = reference.RAINFORTH.get(c.objective)
+        run = df[df["objective"] == c.objective].iloc[0]  # other sources' log p(x) of the same cell
+        besides = reference.others("rainforth", run["dataset"], run["architecture"], c.objective, int(run["k"]))
+        cited += [name for name, _ in besides if name not in cited]
         for name, (mean, _), published in zip(("IWAE-64", "log p̂(x)", "−KL(Q‖P)"), values, ref or (None,) * 3):
+            shown = "; ".join(f"{reference.SOURCES[n].short} {-nll:.2f}" for n, nll in besides)
             cmp_rows.append(
                 [objective_label(c.objective), name, number(mean),
                  number(published) if published is not None else DASH,
-                 f"{mean - published:+.2f}" if published is not None else DASH]
+                 f"{mean - published:+.2f}" if published is not None else DASH,
+                 shown if name == "log p̂(x)" and shown else DASH]
             )  # fmt: skip
     notes = _protocol_notes(df) + [
         "IWAE-64: the k = 64 bound on the test set; −KL(Q‖P) = IWAE-64 − log p̂(x) (Rainforth et al., 2018)"
@@ -379,8 +421,9 @@ def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
     ours = Table(
         ["metric", *(objective_label(o) for o in objectives)], rows, notes=notes, align="l" + "r" * len(objectives)
     )
-    cmp = Table(["objective", "metric", "ours", "Rainforth et al.", "difference"], cmp_rows,
-                notes=["difference = ours − published"], align="llrrr")  # fmt: skip
+    cmp = Table(["objective", "metric", "ours", "Rainforth et al.", "difference", "other published"], cmp_rows,
+                notes=["difference = ours − published"] + [reference.SOURCES[n].line() for n in cited],
+                align="llrrrl")  # fmt: skip
     return ours, cmp
 
 

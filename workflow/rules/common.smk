@@ -300,6 +300,21 @@ def section_inputs(wildcards):
     return [run_file(exp.name, r.id, "eval.json") for r in runs]
 
 
+def latent_inputs(wildcards):
+    """model.pt of the runs of one part whose latent sizes a figure sets side by side, and
+    their dataset."""
+    exp = PLAN.experiments[wildcards.experiment]
+    runs = exp.latent_sections().get(wildcards.section)
+    if not runs:
+        raise WorkflowError(
+            f"no runs of several latent sizes in {wildcards.section} of {exp.name}"
+        )
+    return {
+        "models": [run_file(exp.name, r.id, "model.pt") for r in runs],
+        "data": data_file(runs[0].dataset),
+    }
+
+
 def samples_inputs(wildcards):
     run = run_of(wildcards)
     return {
@@ -320,6 +335,9 @@ FIGURE_TITLES = {
     "posterior": "True and variational posteriors",
     "pca": "Latent layers (PCA)",
     "by_label": "Samples per label",
+    "training_samples": "Samples from the prior as training goes",
+    "reconstructions": "Reconstructions by latent size",
+    "samples_by_latent": "Samples by latent size",
 }
 
 

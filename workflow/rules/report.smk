@@ -31,9 +31,11 @@ rule table:
         layout=lambda wildcards: PLAN.experiments[wildcards.experiment].layout,
         title=lambda wildcards: PLAN.experiments[wildcards.experiment].title,
         out_dir=lambda wildcards, output: os.path.dirname(output.tex),
+        reference=lambda wildcards: PLAN.experiments[wildcards.experiment].reference,
     shell:
         "python -m iwae report table --experiment {wildcards.experiment:q} --layout {params.layout:q}"
-        " --title {params.title:q} --evals {input.evals:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+        " --title {params.title:q} --reference {params.reference:q} --evals {input.evals:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule group_figure:
@@ -108,6 +110,33 @@ rule section_figure:
         "python -m iwae report figure {params.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
+rule latent_figure:
+    input:
+        unpack(latent_inputs),
+    output:
+        pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}.pdf",
+        png=report(
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}_{{section}}.png",
+            caption="../report/figure_latent.rst",
+            category=experiment_category,
+            subcategory=figure_subcategory,
+            labels=section_labels,
+        ),
+    log:
+        f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
+    wildcard_constraints:
+        kind="reconstructions|samples_by_latent",
+        section="[a-z0-9][a-z0-9_-]*",
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        stem=lambda wildcards, output: stem(output.pdf),
+        kind=lambda wildcards: wildcards.kind.replace("_", "-"),
+    shell:
+        "python -m iwae report figure {params.kind} --models {input.models} --data {input.data}"
+        " --out-stem {params.stem} > {log} 2>&1"
+
+
 rule run_figure:
     input:
         unpack(samples_inputs),
@@ -123,7 +152,7 @@ rule run_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
     wildcard_constraints:
-        kind="manifold|latents|posterior|pca|by_label",
+        kind="manifold|latents|posterior|pca|by_label|training_samples",
     conda:
         "../../envs/iwae.yaml"
     params:
