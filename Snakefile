@@ -20,28 +20,12 @@ include: "workflow/rules/common.smk"
 if not REPORT_ONLY:  # report_only: tables and figures from finished runs, nothing else
 
     include: "workflow/rules/data.smk"
+    include: "workflow/rules/compute.smk"
     include: "workflow/rules/train.smk"
     include: "workflow/rules/evaluate.smk"
 
 
 include: "workflow/rules/report.smk"
-
-
-# On a cluster these run where Snakemake runs: downloads need the network that compute
-# nodes often lack, and tables and figures take seconds, less than a job's queueing.
-localrules:
-    fetch,
-    pack_file,
-    table,
-    group_figure,
-    weights_figure,
-    section_figure,
-    run_figure,
-    nll_vs_k,
-    samples,
-    summary,
-    report,
-    report_pdf,
 
 
 rule all:

@@ -8,11 +8,9 @@ exits with 3; an interrupted run (SIGTERM/SIGINT) saves a checkpoint and exits w
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import os
 import sys
-import typing
 from pathlib import Path
 
 from iwae import __version__
@@ -44,33 +42,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
-
-
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-
-
-def _optional(kind):
-    def parse(text: str):
-        return None if text.lower() in ("none", "null") else kind(text)
-
-    parse.__name__ = kind.__name__
-    return parse
-
-
 # --------------------------------------------------------------------------- verbs
 
 
 def cmd_fetch(args) -> int:
-    from iwae.sources import fetch
+    from iwae.data.catalogue import fetch
 
     paths = fetch(
         args.dataset, Path(args.dest), args.mirror, only=args.only, timeout=args.timeout, retries=args.retries
@@ -81,7 +57,7 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_prepare(args) -> int:
-    from iwae.datasets import prepare
+    from iwae.data.datasets import prepare
 
     out = Path(args.out or f"results/data/{args.dataset}.npz")
     meta = prepare(args.dataset, Path(args.raw), out)
@@ -91,19 +67,16 @@ def cmd_prepare(args) -> int:
 
 def _options(kind, args, config_file: str | None = None):
     """A TrainConfig or EvalConfig from a YAML/JSON file (if any) and the flags given."""
-    values = {}
-    if config_file:
-        values.update(_read_config_file(Path(config_file)))
-    for f in kind.option_fields():
-        if hasattr(args, f.name):
-            values[f.name] = getattr(args, f.name)
-    return kind.from_dict(values)
+    from iwae.plan.config import flag_values
+
+    values = _read_config_file(Path(config_file)) if config_file else {}
+    return kind.from_dict(values | flag_values(kind, args))
 
 
 def _read_config_file(path: Path) -> dict:
     import yaml
 
-    from iwae.config import duplicate_keys
+    from iwae.plan.config import duplicate_keys
 
     try:
         text = path.read_text()
@@ -120,10 +93,10 @@ def _read_config_file(path: Path) -> dict:
 
 
 def cmd_train(args) -> int:
-    from iwae.config import TrainConfig
+    from iwae.plan.config import TrainConfig
 
     if args.pack:
-        from iwae.packs import train_pack
+        from iwae.training.packs import train_pack
 
         given = [f"--{f.name.replace('_', '-')}" for f in TrainConfig.option_fields()
                  if hasattr(args, f.name) and f.name != "threads"]  # fmt: skip
@@ -139,7 +112,7 @@ def cmd_train(args) -> int:
         return 0
     if not args.out:
         raise UserError("train: --out (a run directory) or --pack (a pack file) is required")
-    from iwae.train import train
+    from iwae.training.loop import train
 
     record = train(_options(TrainConfig, args, args.config), Path(args.out), quiet=args.quiet, restart=args.restart)
     print(f"{args.out}: {record['epochs']} epochs, final objective {record['objective_final']:.3f}")
@@ -147,9 +120,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from iwae.checkpoints import load_model_file
-    from iwae.config import EvalConfig
-    from iwae.evaluate import evaluate
+    from iwae.evaluation.evaluate import evaluate
+    from iwae.models.store import load_model_file
+    from iwae.plan.config import EvalConfig
 
     cfg = _options(EvalConfig, args)
     run = Path(args.run)
@@ -167,11 +140,11 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from iwae.bench import BENCH_BACKENDS, bench, bench_pack, format_pack_table, format_table
-    from iwae.files import write_json
+    from iwae.bench.speed import BENCH_BACKENDS, bench, bench_pack, format_pack_table, format_table
+    from iwae.system.files import write_json
 
     if args.gpu_report:
-        from iwae.gpu_report import gpu_report
+        from iwae.bench.gpu_report import gpu_report
 
         gpu_report(Path(args.gpu_report), args.device, args.minutes, threads=args.threads)
         return 0
@@ -190,34 +163,12 @@ def cmd_bench(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from iwae.report import build, figures
+    from iwae.report import build
 
     if args.part == "table":
         build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title, args.reference)
     elif args.part == "figure":
-        if args.kind == "weights":
-            if not args.models:
-                raise UserError("report figure weights: --models is required")
-            figures.weights(args.models, Path(args.out_stem))
-        elif args.kind in ("reconstructions", "samples-by-latent"):
-            if not (args.models and args.data):
-                raise UserError(f"report figure {args.kind}: --models and --data are required")
-            draw = figures.reconstructions if args.kind == "reconstructions" else figures.samples_by_latent
-            draw(args.models, Path(args.data), Path(args.out_stem))
-        elif args.kind in ("samples", "manifold", "latents", "posterior", "pca", "by-label", "training-samples"):
-            if not (args.model and args.data):
-                raise UserError(f"report figure {args.kind}: --model and --data are required")
-            if args.kind == "samples":
-                figures.samples(Path(args.model), Path(args.data), Path(args.out_stem), args.seed)
-            else:
-                draw = {"manifold": figures.manifold, "latents": figures.latents, "posterior": figures.posterior,
-                        "pca": figures.pca, "by-label": figures.by_label,
-                        "training-samples": figures.training_samples}[args.kind]  # fmt: skip
-                draw(Path(args.model), Path(args.data), Path(args.out_stem))
-        else:
-            if not args.evals:
-                raise UserError(f"report figure {args.kind}: --evals is required")
-            build.figure(args.kind, args.evals, Path(args.out_stem))
+        build.figure(args.kind, Path(args.out_stem), args.evals, args.model, args.models, args.data, args.seed)
     elif args.part == "summary":
         build.summary(args.evals, Path(args.out_csv), Path(args.out_md))
     elif args.part == "document":
@@ -230,29 +181,6 @@ def cmd_report(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-
-
-def _add_options(p: argparse.ArgumentParser, kind) -> None:
-    """One flag per option field of a TrainConfig or EvalConfig, with its help and default."""
-    hints = kind.field_types()
-    for f in kind.option_fields():
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f"{f.metadata.get('help', '')} (default: {default})"
-        if hint is bool:
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-            continue
-        args = typing.get_args(hint)
-        if hint == list[int]:
-            parse = _int_list
-        elif hint == list[float]:
-            parse = _float_list
-        elif type(None) in args:
-            parse = _optional(next(a for a in args if a is not type(None)))
-        else:
-            parse = hint
-        p.add_argument(flag, dest=f.name, type=parse, default=argparse.SUPPRESS, help=help_text)
 
 
 def _title(text: str) -> tuple[str, str]:
@@ -274,11 +202,18 @@ in Python, a finished run: run = iwae.load_run("results/quick/runs/table1/mnist-
 """
 
 
+def _kinds_reading(*reads: str) -> list[str]:
+    from iwae.plan.figures import KINDS
+
+    return [k.cli_name for k in KINDS.values() if k.reads in reads]
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from iwae.catalogue import CATALOGUE as DATASETS
-    from iwae.config import BACKENDS, EvalConfig, TrainConfig
-    from iwae.report.layouts import LAYOUTS
-    from iwae.report.reference import SOURCES
+    from iwae.data.catalogue import CATALOGUE as DATASETS
+    from iwae.plan.config import BACKENDS, EvalConfig, TrainConfig, add_flags, int_list
+    from iwae.plan.figures import KINDS as FIGURE_KINDS
+    from iwae.plan.layouts import LAYOUTS
+    from iwae.plan.references import SOURCES
 
     parser = _Parser(
         prog="iwae",
@@ -311,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train (or resume) one run, or a pack of runs; defaults are the paper's protocol")
     p.add_argument("--out", help="run directory (checkpoints, log, model.pt, train.json)")
-    p.add_argument("--pack", help="a pack file: several runs of one dataset trained in one job (see iwae.packs)")
-    p.add_argument("--pack-runs", type=_int_list, help=argparse.SUPPRESS)  # a worker's share of a pack
+    p.add_argument(
+        "--pack", help="a pack file: several runs of one dataset trained in one job (see iwae.training.packs)"
+    )
+    p.add_argument("--pack-runs", type=int_list, help=argparse.SUPPRESS)  # a worker's share of a pack
     p.add_argument("--config", help="YAML/JSON file of training options; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument(
@@ -321,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train over a finished run (or checkpoints) of another configuration in --out, removing its model, "
         "records and checkpoints first (without it such a directory is refused)",
     )
-    _add_options(p, TrainConfig)
+    add_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="k = 5000 test log-likelihood and active units of a trained run")
@@ -330,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="prepared dataset (default: the one the run trained on)")
     p.add_argument("--out", help="output record (default: <run>/eval.json)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    _add_options(p, EvalConfig)
+    add_flags(p, EvalConfig)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training and evaluation speed (steps/s, points/s)")
@@ -353,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--gpu-report",
         metavar="DIR",
-        help="instead: the prepared check of Table 1's cost on a GPU (about 6 minutes; iwae.gpu_report), "
+        help="instead: the prepared check of Table 1's cost on a GPU (about 6 minutes; iwae.bench.gpu_report), "
         "written to DIR/report.json; on a CPU a quick version of it",
     )
     p.add_argument("--minutes", type=_positive_float, default=6.0, help="time budget of --gpu-report (default: 6)")
@@ -364,21 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     parts = p.add_subparsers(dest="part", required=True, parser_class=_Parser)
     q = parts.add_parser("table", help="an experiment's paper-style table and its comparison with the paper")
     q.add_argument("--experiment", required=True)
-    q.add_argument("--layout", choices=list(LAYOUTS), default="nll-au", help="see iwae.report.layouts")
+    q.add_argument("--layout", choices=list(LAYOUTS), default="nll-au", help="see iwae.plan.layouts")
     q.add_argument("--title", help="the experiment's title (default: 'Experiment <name>')")
     q.add_argument("--reference", choices=list(SOURCES), default="paper",
-                   help="whose published values the comparison shows first (see iwae.report.reference)")  # fmt: skip
+                   help="whose published values the comparison shows first (see iwae.plan.references)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
-    q.add_argument("kind", choices=["curves", "variances", "nll-vs-k", "samples", "weights", "bound-vs-samples",
-                                    "ml-vs-samples", "manifold", "latents", "posterior", "pca", "by-label",
-                                    "training-samples", "reconstructions", "samples-by-latent"])  # fmt: skip
+    q.add_argument("kind", choices=[k.cli_name for k in FIGURE_KINDS.values()],
+                   help="what to draw (iwae.plan.figures)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path,
-                   help="eval.json records (curves, variances, nll-vs-k, bound-vs-samples, ml-vs-samples)")  # fmt: skip
-    q.add_argument("--model", help="model.pt (samples, manifold, latents, posterior, pca, by-label, training-samples)")
+                   help=f"eval.json records ({', '.join(_kinds_reading('evals'))})")  # fmt: skip
+    q.add_argument("--model", help=f"model.pt ({', '.join(_kinds_reading('model'))})")
     q.add_argument("--models", nargs="+", type=Path,
-                   help="model.pt files (weights, reconstructions, samples-by-latent)")  # fmt: skip
+                   help=f"model.pt files ({', '.join(_kinds_reading('models', 'models and data'))})")  # fmt: skip
     q.add_argument("--data", help="prepared dataset (the figures drawn from models)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")

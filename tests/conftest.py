@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iwae import datasets, sources
+from iwae.data import catalogue, datasets, sources
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference.py
@@ -33,7 +33,7 @@ def raw_dir(mirror) -> Path:
     """Verified raw files of the datasets the tests use, fetched once into a cache that the
     workflow tests then use as their mirror."""
     for name in ("mnist", "mnist-fixed", "omniglot-resized", "freyface"):
-        sources.fetch(name, TEST_DATA, mirror, quiet=True)
+        catalogue.fetch(name, TEST_DATA, mirror, quiet=True)
     return TEST_DATA
 
 

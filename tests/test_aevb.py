@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from iwae import marginal
-from iwae.architecture import Architecture
 from iwae.backends import select
-from iwae.config import TrainConfig
-from iwae.curves import curve_steps
 from iwae.errors import UserError
-from iwae.likelihoods import Gaussian
+from iwae.estimators import marginal
+from iwae.estimators.objectives import Objective
 from iwae.models import AEVBModel
-from iwae.objectives import Objective
-from iwae.optim import Adagrad
+from iwae.models.likelihoods import Gaussian
+from iwae.plan.architecture import Architecture
+from iwae.plan.config import TrainConfig
+from iwae.training.curves import curve_steps
+from iwae.training.optim import Adagrad
 
 F64 = torch.float64
 
@@ -194,7 +194,7 @@ def _params(run):
 
 
 def test_the_pilot_picks_a_rate_and_the_run_is_the_run_of_that_rate(prepared, tmp_path):
-    from iwae.train import train
+    from iwae.training.loop import train
 
     record = train(
         _cfg(prepared["mnist"], lr_pilot=[0.001, 0.02, 50.0], pilot_steps=20), tmp_path / "pilot", quiet=True
@@ -206,7 +206,7 @@ def test_the_pilot_picks_a_rate_and_the_run_is_the_run_of_that_rate(prepared, tm
 
 def test_curve_is_written_as_the_run_goes_and_kept_by_resume(prepared, tmp_path):
     from iwae.errors import Interrupted
-    from iwae.train import Trainer, train
+    from iwae.training.loop import Trainer, train
 
     cfg = _cfg(prepared["mnist"], lr=0.02, curve_per_decade=2)
     train(_cfg(prepared["mnist"], lr=0.02), tmp_path / "no-curve", quiet=True)
@@ -233,8 +233,9 @@ def test_a_map_step_ascends_kingma_and_wellings_whole_objective(prepared, tmp_pa
     KW's (N / M) sum_batch L(x_i) + log p(theta), with a N(0, I) prior on the weight matrices.
     The prior's share is checked to matter: with the prior at M / N (100 times too strong)
     or without it, the gradient differs by far more than the tolerance."""
-    from iwae import datasets
-    from iwae.train import Trainer, train_step
+    from iwae.data import datasets
+    from iwae.training.loop import Trainer
+    from iwae.training.steps import train_step
 
     cfg = _cfg(prepared["mnist"], lr=0.02, adagrad_warmup=5, train_subset=500)  # in warm-up: no step is taken
     trainer = Trainer(cfg, tmp_path / "map", True, False)

@@ -47,7 +47,7 @@ def test_corrupt_model_file_is_reported(tmp_path, prepared):
 
 
 def test_evaluate_flags_come_from_its_config_class(tmp_path):
-    from iwae.config import EvalConfig
+    from iwae.plan.config import EvalConfig
 
     help_text = run_cli("evaluate", "--help").stdout
     for f in EvalConfig.option_fields():

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from iwae import catalogue, datasets, parsers, sources
+from iwae.data import catalogue, datasets, parsers, sources
+from iwae.data.datasets import subset
 from iwae.errors import UserError
-from iwae.evaluate import subset
 
 
 def test_fingerprints_of_mirror_files(raw_dir):
     for name in ("mnist", "mnist-fixed", "omniglot-resized", "freyface"):
-        for raw in sources.raw_files(name):
+        for raw in catalogue.get(name).raw_files:
             assert raw.verify(raw_dir / raw.name) is not None, raw.name
 
 
@@ -44,7 +44,7 @@ def _one_file_mirror(tmp_path, raw_dir, name: str, corrupt: bool = False, plain:
 
 
 def test_corrupt_file_is_rejected_with_every_source_and_nothing_left(tmp_path, raw_dir):
-    raw = sources.raw_files("mnist")[3]  # the small test-labels file
+    raw = catalogue.get("mnist").raw_files[3]  # the small test-labels file
     mirror = _one_file_mirror(tmp_path, raw_dir, raw.name, corrupt=True)
     offline = sources.RawFile(raw.name, raw.fingerprints, ("http://127.0.0.1:9/nowhere.gz",))
     dest = tmp_path / "dest"
@@ -57,7 +57,7 @@ def test_corrupt_file_is_rejected_with_every_source_and_nothing_left(tmp_path, r
 
 
 def test_corrupt_existing_copy_is_replaced(tmp_path, raw_dir):
-    raw = sources.raw_files("mnist")[3]
+    raw = catalogue.get("mnist").raw_files[3]
     dest = tmp_path / "dest"
     (dest / "mnist").mkdir(parents=True)
     (dest / raw.name).write_bytes(b"not the file")
@@ -67,7 +67,7 @@ def test_corrupt_existing_copy_is_replaced(tmp_path, raw_dir):
 
 
 def test_plain_amat_source_is_gzipped_and_verified(tmp_path, raw_dir):
-    raw = sources.raw_files("mnist-fixed")[1]  # valid split
+    raw = catalogue.get("mnist-fixed").raw_files[1]  # valid split
     mirror = _one_file_mirror(tmp_path, raw_dir, raw.name, plain=True)
     path = sources.fetch_file(raw, tmp_path / "dest", str(mirror), quiet=True)
     assert path.name.endswith(".amat.gz") and raw.verify(path)

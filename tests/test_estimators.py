@@ -12,13 +12,13 @@ import math
 import pytest
 import torch
 
-from iwae.architecture import Architecture
 from iwae.backends import select
-from iwae.evaluate import log_likelihood
+from iwae.estimators.likelihood import log_likelihood
+from iwae.estimators.objectives import Objective
 from iwae.models import LayeredModel
-from iwae.objectives import Objective
-from iwae.optim import Adam
-from iwae.train import train_step
+from iwae.plan.architecture import Architecture
+from iwae.training.optim import Adam
+from iwae.training.steps import train_step
 
 D = 10  # pixels
 

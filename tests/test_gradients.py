@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from iwae.architecture import Architecture
 from iwae.backends import AutogradBackend, FusedBackend, select
 from iwae.errors import UserError
+from iwae.estimators.objectives import REGISTRY, Coefficients, Objective
 from iwae.models import LayeredModel
-from iwae.objectives import REGISTRY, Coefficients, Objective
+from iwae.plan.architecture import Architecture
 
 SPECS = ["vae", "iwae", "miwae-m2", "ciwae-b0.3", "piwae-m4", "stl", "dreg"]
 ARCHITECTURES = [("1", 784), ("2", 784), ("30-20-8/16-6/10-4", 12)]

@@ -13,12 +13,13 @@ import weakref
 import pytest
 import torch
 
-from iwae import datasets
-from iwae.bench import synthetic_dataset
-from iwae.config import TrainConfig
-from iwae.cuda import STREAMS_PER_POOL, probe_step, record, run_streams
+from iwae.bench.speed import synthetic_dataset
+from iwae.data import datasets
 from iwae.errors import UserError
-from iwae.train import Trainer
+from iwae.plan.config import TrainConfig
+from iwae.system.devices import STREAMS_PER_POOL, run_streams
+from iwae.training.loop import Trainer
+from iwae.training.probe import probe_step, record
 
 FAMILIES = {
     "paper-fused": {"layers": "2", "k": 5, "objective": "iwae"},

@@ -9,8 +9,8 @@ import torch
 from torch.distributions import Bernoulli as TorchBernoulli
 from torch.distributions import Normal
 
-from iwae.likelihoods import Bernoulli, Gaussian, likelihood
-from iwae.priors import ConditionalNormal, StandardNormal, prior
+from iwae.models.likelihoods import Bernoulli, Gaussian, likelihood
+from iwae.models.priors import ConditionalNormal, StandardNormal, prior
 
 G = torch.Generator().manual_seed(0)
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from iwae import models
-from iwae.architecture import ARCHITECTURES, Architecture
 from iwae.errors import UserError
 from iwae.models import LayeredModel
+from iwae.plan.architecture import ARCHITECTURES, Architecture
 
 
 def n_params(sizes):

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from iwae.cuda import lock_free_device
 from iwae.errors import UserError
+from iwae.plan.config import flags
+from iwae.system.devices import lock_free_device
 
 from conftest import ROOT, run_cli
 
@@ -29,7 +30,7 @@ COMMON = {"epochs_per_stage": [2, 2], "train_subset": 300}
 
 
 def pack_file(path: Path, data: Path, runs: dict, out: Path, **extra) -> Path:
-    spec = {"name": "test", "runs": [{"out": str(out / n), "options": {"data": str(data), **COMMON, **o, **extra}}
+    spec = {"name": "test", "runs": [{"out": str(out / n), "flags": flags({"data": str(data), **COMMON, **o, **extra})}
                                      for n, o in runs.items()]}  # fmt: skip
     path.write_text(json.dumps(spec))
     return path
@@ -129,7 +130,7 @@ def test_a_diverging_run_stops_alone(prepared, tmp_path):
 def test_bad_pack_files_are_one_line_errors(prepared, tmp_path):
     mixed = pack_file(tmp_path / "mixed.json", prepared["mnist"], RUNS, tmp_path / "runs")
     spec = json.loads(mixed.read_text())
-    spec["runs"][1]["options"]["data"] = str(prepared["mnist-fixed"])
+    spec["runs"][1]["flags"] += ["--data", str(prepared["mnist-fixed"])]  # the last value counts
     mixed.write_text(json.dumps(spec))
     for path, needle in ((mixed, "share one data"), (tmp_path / "missing.json", "not a pack file")):
         result = run_cli("train", "--pack", path)
@@ -143,7 +144,7 @@ def test_each_job_takes_a_gpu_of_its_own(tmp_path):
     with every device held, a claim that may not wait says so."""
     assert lock_free_device(3, str(tmp_path)) == 0
     assert lock_free_device(3, str(tmp_path)) == 1
-    code = f"from iwae.cuda import lock_free_device; print(lock_free_device(3, {str(tmp_path)!r}))"
+    code = f"from iwae.system.devices import lock_free_device; print(lock_free_device(3, {str(tmp_path)!r}))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert other.stdout.strip() == "2", other.stderr
     assert lock_free_device(3, str(tmp_path)) == 2  # the other process ended: its lock is free
@@ -175,7 +176,7 @@ def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
     """A section that fails is recorded with its error and the next one still runs; one that
     the budget cannot hold is skipped; the prediction says what it lacks, or that it cannot
     be made."""
-    from iwae.gpu_report import Report, format_report, predict
+    from iwae.bench.gpu_report import Report, format_report, predict
 
     report = Report(tmp_path, torch.device("cpu"), budget_s=60)
     report.section("packs", lambda: {"2": {"seconds_per_pack_step": [0.01, 0.012], "median": 0.011,
@@ -193,7 +194,7 @@ def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
 
 
 def test_pack_benchmark_compares_a_pack_with_separate_jobs():
-    from iwae.bench import bench_pack
+    from iwae.bench.speed import bench_pack
 
     report = bench_pack(2, 2, ks=(1,), repeats=1, steps={1: 50})
     modes = {r["mode"]: r for r in report["pack"]}

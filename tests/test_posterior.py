@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from iwae import datasets, posterior
-from iwae.architecture import Architecture
-from iwae.config import TrainConfig
-from iwae.evaluate import knn_accuracy, log_likelihood, mixture_log_likelihood
-from iwae.likelihoods import Gaussian
+from iwae.data import datasets
+from iwae.estimators import posterior
+from iwae.estimators.likelihood import log_likelihood, mixture_log_likelihood
+from iwae.estimators.posterior import knn_accuracy
 from iwae.models import LayeredModel
+from iwae.models.likelihoods import Gaussian
+from iwae.plan.architecture import Architecture
+from iwae.plan.config import TrainConfig
 
 F64 = torch.float64
 
@@ -22,13 +24,13 @@ F64 = torch.float64
 @pytest.fixture(scope="module")
 def trained_2d(prepared, tmp_path_factory):
     """A model with a 2-D latent space, trained briefly on real MNIST, and test digits."""
-    from iwae.train import train
+    from iwae.training.loop import train
 
     out = tmp_path_factory.mktemp("twod") / "run"
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="100-2", k=5, epochs_per_stage=[3], train_subset=3000,
                       threads=2)  # fmt: skip
     train(cfg, out, quiet=True)
-    from iwae.checkpoints import load_model
+    from iwae.models.store import load_model
 
     data = datasets.load(prepared["mnist"])
     x = datasets.binarize(data.test[:200:20], torch.Generator().manual_seed(123))
@@ -196,9 +198,9 @@ def test_knn_accuracy_splits_at_random_not_by_order():
 
 def test_analyses_a_model_does_not_support_are_refused_before_any_work(tmp_path):
     """One-line errors naming the model file, raised before the test set is evaluated."""
-    from iwae.config import EvalConfig
     from iwae.errors import UserError
-    from iwae.evaluate import _check_analyses
+    from iwae.evaluation.evaluate import _check_analyses
+    from iwae.plan.config import EvalConfig
 
     path = tmp_path / "model.pt"
     plain = LayeredModel(Architecture.parse("20-10"), 784)

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from iwae import models
-from iwae.architecture import Architecture
 from iwae.backends import select
-from iwae.config import TrainConfig
 from iwae.errors import UserError
-from iwae.evaluate import log_likelihood
+from iwae.estimators.likelihood import log_likelihood
+from iwae.estimators.objectives import Objective
 from iwae.models import LayeredModel, RandomWeightsModel
-from iwae.objectives import Objective
+from iwae.plan.architecture import Architecture
+from iwae.plan.config import TrainConfig
 
 F64 = torch.float64
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from iwae.errors import UserError
-from iwae.report import build, figures, records, tables
+from iwae.report import build, figures, followups, model_figures, records, render, tables
 
 
 def record(root: Path, experiment: str, run: str, *, dataset="mnist", layers="1", objective="iwae", k=5,
@@ -129,11 +129,11 @@ def test_notes_give_the_training_length_and_subset(tmp_path, epochs, trained_on,
 
 def test_latex_refuses_characters_it_cannot_spell():
     with pytest.raises(ValueError, match="no LaTeX spelling"):
-        tables._tex("ünicode")
-    from iwae.report.reference import SOURCES
+        render._tex("ünicode")
+    from iwae.plan.references import SOURCES
 
     for source in SOURCES.values():  # every source's line appears in a table's notes
-        assert "^" not in tables._tex(source.line()).replace(r"\^{}", "").replace("$^", "")
+        assert "^" not in render._tex(source.line()).replace(r"\^{}", "").replace("$^", "")
 
 
 def test_estimator_table_follows_rainforth(tmp_path):
@@ -278,7 +278,7 @@ def test_random_weights_table_pairs_each_method_with_iwae_on_the_same_points(tmp
             points = base + shift + 0.01 * rng.randn(50)
             paths.append(record(tmp_path, "iwaer", f"mnist-seed001-iwae-k25-{random}-s{seed}", layers="seed001",
                                 k=25, seed=seed, nll=-points.mean(), random=random, per_point=points))  # fmt: skip
-    ours, cmp = tables.random_weights(records.frame(paths))
+    ours, cmp = followups.random_weights(records.frame(paths))
     assert [r[1] for r in ours.rows] == ["IWAE", "IWAER_rec", "IWAER"] and ours.rows[0][0] == "MNIST"
     iwaer = ours.rows[2]
     assert iwaer[6] == "-94.346 ± 0.025" and iwaer[8] == "+0.836"  # seed 001's value and difference
@@ -312,7 +312,7 @@ def test_aevb_table_and_findings(tmp_path):
     paths.append(_aevb_record(tmp_path, "m200", 200, (-98.5, -99.6)))
     paths.append(_aevb_record(tmp_path, "small", 3, (-120.0, -140.0), trained_on=1000,
                               ml={"train_ml": -118.0, "test_ml": -139.0}))  # fmt: skip
-    ours, findings = tables.aevb(records.frame(paths))
+    ours, findings = followups.aevb(records.frame(paths))
     assert [r[2] for r in ours.rows] == ["3", "3", "5", "10", "20", "200"] and ours.rows[0][3] == "1,000"
     assert ours.rows[-1][5:7] == ["-98.50", "-99.60"] and not any("not log-likelihoods" in n for n in ours.notes)
     verdict = {r[1].split(" (")[0]: r[3] for r in findings.rows}
@@ -320,7 +320,7 @@ def test_aevb_table_and_findings(tmp_path):
     gap = next(r for r in findings.rows if "1,000 training points" in r[1])
     assert "opens" in gap[1] and "gap 20.00" in gap[2] and "gap 21.00" in gap[2] and gap[3] == "yes"
     paths[2] = _aevb_record(tmp_path, "m10", 10, (-90.0, -130.0), grey=True)  # Nz = 10 falls behind and overfits
-    ours, findings = tables.aevb(records.frame(paths))
+    ours, findings = followups.aevb(records.frame(paths))
     assert {r[1].split(" (")[0]: r[3] for r in findings.rows}["the bound improves with Nz"] == "no"
     assert any("not log-likelihoods" in n for n in ours.notes)  # seed 002's grey levels
 
@@ -336,7 +336,7 @@ def test_posterior_contours_enclose_mass_and_skip_the_underflowed_edge():
     density = np.exp(-(zx**2 + zy**2) / (2 * 0.1**2))  # zero beyond 3.9 of 6
     assert (density == 0).mean() > 0.5
     density /= density.sum()
-    levels = figures._mass_levels(density)
+    levels = model_figures._mass_levels(density)
     assert len(levels) == 3 and min(levels) > 0
     for level, mass in zip(levels, (0.99, 0.86, 0.39)):
         assert abs(density[density >= level].sum() - mass) < 0.03
@@ -348,7 +348,7 @@ def test_posterior_table_pairs_the_label_mixture_with_its_unconditional_twin(tmp
     otherwise (another binarisation seed) or on another dataset."""
     import numpy as np
 
-    from iwae.evaluate import subset
+    from iwae.data.datasets import subset
 
     twin_points = -100 + np.random.RandomState(0).randn(500)
     rows = subset(10000, 500).tolist()
@@ -374,10 +374,10 @@ def test_posterior_table_pairs_the_label_mixture_with_its_unconditional_twin(tmp
     other_dataset = record(tmp_path, "posterior", "omniglot-resized-L200x200x100-iwae-k5-s1", dataset="omniglot-resized",
                            layers="200-200-100", k=5, nll=120.0, test_of=8070, per_point=np.zeros(500))  # fmt: skip
     paths = [twin, other_dataset, conditional("mnist-L200x200x100-iwae-k5-label_prior-s1")]
-    ours, _ = tables.posterior(records.frame(paths))
+    ours, _ = followups.posterior(records.frame(paths))
     given = next(r for r in ours.rows if "given y" in r[0])
     assert given[-1] == "+2.00 ± 0.00" and float(given[-2]) == pytest.approx(on_mixture_points.mean() + 2, abs=0.01)
 
     paths[-1] = conditional("mnist-L200x200x100-iwae-k5-label_prior-s1", eval_seed=7)  # other bits
-    ours, _ = tables.posterior(records.frame(paths))
+    ours, _ = followups.posterior(records.frame(paths))
     assert next(r for r in ours.rows if "given y" in r[0])[-1] == "—"

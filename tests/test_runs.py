@@ -36,7 +36,7 @@ def test_load_run_gives_its_records_and_a_model_that_answers(finished, prepared)
     assert run.sample(4, g).shape == (4, 784) and run.reconstruct(x[:2], g).shape == (2, 784)
     assert [m.shape for m in run.posterior_means(x[:5], g)] == [(5, 50)]
     # L_k of the same points as the evaluation, with the evaluation's k: close to its record
-    from iwae.evaluate import subset
+    from iwae.data.datasets import subset
 
     points = x[subset(10000, 20)]
     ll = run.log_likelihood(points, k=100)

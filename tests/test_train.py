@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from iwae import datasets, models
-from iwae.architecture import Architecture
-from iwae.config import TrainConfig
-from iwae.evaluate import dataset_log_likelihood
-from iwae.likelihoods import Bernoulli
+from iwae import models
+from iwae.data import datasets
+from iwae.estimators.likelihood import dataset_log_likelihood
 from iwae.models import LayeredModel
-from iwae.optim import Adam
+from iwae.models.likelihoods import Bernoulli
+from iwae.plan.architecture import Architecture
+from iwae.plan.config import TrainConfig
+from iwae.training.optim import Adam
 
 from conftest import ROOT, run_cli
 
@@ -232,7 +233,7 @@ def test_non_finite_loss_stops_cleanly_keeping_the_last_good_checkpoint(tmp_path
 
 def test_one_epoch_of_iwae_on_mnist_lowers_test_nll(prepared, tmp_path):
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", objective="iwae", k=5, epochs_per_stage=[1], threads=2)
-    from iwae.train import train
+    from iwae.training.loop import train
 
     train(cfg, tmp_path / "run", quiet=True)
     data = datasets.load(prepared["mnist"])
@@ -250,7 +251,7 @@ def test_one_epoch_of_iwae_on_mnist_lowers_test_nll(prepared, tmp_path):
 def test_autograd_backend_trains_the_same_run(prepared, tmp_path):
     """Both backends compute the same gradients: a short float32 run ends in the same place
     up to rounding, and train.json says which backend ran."""
-    from iwae.train import train
+    from iwae.training.loop import train
 
     finals, params = {}, {}
     for backend in ("fused", "autograd"):
@@ -268,7 +269,7 @@ def test_autograd_backend_trains_the_same_run(prepared, tmp_path):
 def test_validation_curve_leaves_training_unchanged(prepared, tmp_path):
     """L_k on validation points every N epochs and at the end, from a stream of its own: the
     run's parameters are the same as without it, and the log holds the curve."""
-    from iwae.train import train
+    from iwae.training.loop import train
 
     base = dict(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 3], train_subset=200, threads=2)
     train(TrainConfig(**base), tmp_path / "plain", quiet=True)
@@ -288,7 +289,7 @@ def test_graph_steps_equal_eager_steps_across_a_stage_change_even_resumed_at_an_
     eager steps, also with 2 batches an epoch (fewer than the warm-up's 3 steps), across the
     change of learning rate between stages, and when resumed at an epoch's last step."""
     from iwae.errors import Interrupted
-    from iwae.train import Trainer
+    from iwae.training.loop import Trainer
 
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 2],
                       train_subset=20 * batches, threads=1)  # fmt: skip
@@ -320,7 +321,7 @@ def test_identical_runs_write_identical_files(prepared, tmp_path):
 def test_train_split_train_valid_trains_on_both_splits_with_their_labels(prepared, tmp_path):
     """Seed 000 and nbip trained on all 60,000 MNIST images: the training split with the
     validation split after it, labels included for a conditional model."""
-    from iwae.train import Trainer
+    from iwae.training.loop import Trainer
 
     data = datasets.load(prepared["mnist"])
     cfg = TrainConfig(data=str(prepared["mnist"]), train_split="train+valid", condition="label", layers="20-10")
@@ -336,7 +337,7 @@ def test_train_split_train_valid_trains_on_both_splits_with_their_labels(prepare
 
 
 def test_output_bias_from_the_training_mean_or_zero(prepared, tmp_path):
-    from iwae.train import Trainer
+    from iwae.training.loop import Trainer
 
     data = datasets.load(prepared["mnist"])
     biases = {}
@@ -353,7 +354,7 @@ def test_snapshots_of_every_stage_survive_a_resume(prepared, tmp_path):
     """snapshot_stages keeps the parameters at the start and after each stage in model.pt,
     through an interruption; they leave the run itself unchanged."""
     from iwae.errors import Interrupted
-    from iwae.train import Trainer, train
+    from iwae.training.loop import Trainer, train
 
     base = dict(data=str(prepared["mnist"]), layers="20-5", k=1, epochs_per_stage=[1, 2], train_subset=200,
                 batch_size=20, threads=1)  # fmt: skip

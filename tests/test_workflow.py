@@ -17,7 +17,7 @@ import matplotlib.image
 import pytest
 import torch
 
-from iwae.config import TrainConfig
+from iwae.plan.config import TrainConfig
 
 from conftest import ROOT
 from workflow import SNAKEFMT, SNAKEMAKE, job_counts, overlay, snakemake
@@ -418,7 +418,7 @@ def test_smoke_snakemake_report_renders_every_table_and_figure(smoke, tmp_path):
     """snakemake --report builds one self-contained page holding every table (as HTML) and
     every figure of every experiment with its caption, grouped by experiment; headless
     Chromium renders it (its menu lists the experiments) and takes a screenshot."""
-    from iwae.experiments import Plan
+    from iwae.plan.experiments import Plan
 
     work, _ = smoke
     out = tmp_path / "report.html"

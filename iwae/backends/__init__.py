@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from iwae.backends.autograd import AutogradBackend
 from iwae.backends.fused import FusedBackend, why_not
-from iwae.config import BACKENDS
 from iwae.errors import UserError
+from iwae.plan.config import BACKENDS
 
 
 def select(model, name: str = "auto"):

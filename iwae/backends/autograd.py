@@ -1,6 +1,6 @@
 """The autograd backend: any model's forward pass, differentiated by PyTorch.
 
-The estimator's coefficients (`iwae.objectives.Coefficients`, constants) become surrogate
+The estimator's coefficients (`iwae.estimators.objectives.Coefficients`, constants) become surrogate
 losses whose gradients are the estimator's, as google-research's dreg_estimators does:
 
     generative parameters   sum_i decoder_i * log w_i
@@ -20,8 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from iwae.estimators.objectives import Coefficients
 from iwae.models import LogWeights
-from iwae.objectives import Coefficients
 
 
 class AutogradBackend:

@@ -2,7 +2,7 @@
 likelihood, standard normal prior, no condition), any number of stochastic layers.
 
 `forward` computes the same log weights as `LayeredModel.forward`, keeping a tape of the
-networks' activations; `backward` turns per-sample coefficients (`iwae.objectives`) into
+networks' activations; `backward` turns per-sample coefficients (`iwae.estimators.objectives`) into
 gradients written into the model's flat gradient buffer:
 
     grad = sum_i decoder_i * d/dtheta log w_i                       (generative network)
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from iwae.errors import UserError
-from iwae.nets import TanhMLP
-from iwae.objectives import Coefficients
+from iwae.estimators.objectives import Coefficients
+from iwae.models.nets import TanhMLP
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

@@ -16,17 +16,17 @@ entry in FAMILIES; the autograd backend trains it without further code.
 
 from __future__ import annotations
 
-from iwae.architecture import Architecture
 from iwae.errors import UserError
 from iwae.models.aevb import AEVBModel
 from iwae.models.layered import LayeredModel, LogWeights  # noqa: F401 (re-exported)
 from iwae.models.random_weights import RandomWeightsModel
+from iwae.plan.architecture import Architecture
 
 FAMILIES = {"layered": LayeredModel, "aevb": AEVBModel, "random-weights": RandomWeightsModel}
 
 
 def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli", classes: int = 0):
-    """The model a training configuration (`iwae.config.TrainConfig`) describes, with the
+    """The model a training configuration (`iwae.plan.config.TrainConfig`) describes, with the
     observation model `likelihood` (the configuration's, or its dataset's for 'auto') and,
     for a model conditioned on the label, the number of classes."""
     architecture = Architecture.parse(config.layers)

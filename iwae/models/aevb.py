@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iwae.architecture import Architecture
 from iwae.errors import UserError
-from iwae.likelihoods import Gaussian
 from iwae.models.layered import LayeredModel, LogWeights
+from iwae.models.likelihoods import Gaussian
+from iwae.plan.architecture import Architecture
 
 INIT_SD = 0.01  # KW section 5: every parameter from N(0, 0.01^2)
 

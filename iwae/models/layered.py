@@ -3,8 +3,8 @@
 Each stochastic layer is a diagonal Gaussian whose mean is a linear map and whose standard
 deviation is exp(linear map) of a tanh network's output, as in the official code; the
 decoders mirror the encoders; the observation model and the prior are objects
-(`iwae.likelihoods`, `iwae.priors`): Bernoulli on logits and N(0, I) in the paper. Any number
-of stochastic layers is supported (`iwae.architecture`). With `condition_dim > 0` every
+(`iwae.models.likelihoods`, `iwae.models.priors`): Bernoulli on logits and N(0, I) in the paper. Any number
+of stochastic layers is supported (`iwae.plan.architecture`). With `condition_dim > 0` every
 network also takes an extra input c (a one-hot label, say) beside its usual one, and the
 prior may depend on it.
 
@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iwae.architecture import Architecture
 from iwae.errors import UserError
-from iwae.likelihoods import Gaussian
-from iwae.likelihoods import likelihood as make_likelihood
-from iwae.nets import ParameterBuffer, TanhMLP, glorot_uniform, mlp
-from iwae.priors import prior as make_prior
+from iwae.models.likelihoods import Gaussian
+from iwae.models.likelihoods import likelihood as make_likelihood
+from iwae.models.nets import ParameterBuffer, TanhMLP, glorot_uniform, mlp
+from iwae.models.priors import prior as make_prior
+from iwae.plan.architecture import Architecture
 
 
 @dataclass

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from iwae.architecture import Architecture
 from iwae.errors import UserError
-from iwae.likelihoods import Bernoulli, Gaussian
 from iwae.models.layered import LogWeights
-from iwae.nets import ParameterBuffer, glorot_uniform
-from iwae.priors import StandardNormal
+from iwae.models.likelihoods import Bernoulli, Gaussian
+from iwae.models.nets import ParameterBuffer, glorot_uniform
+from iwae.models.priors import StandardNormal
+from iwae.plan.architecture import Architecture
 
 RANDOM = ("none", "encoder", "both")
 

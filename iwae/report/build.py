@@ -1,13 +1,40 @@
-"""The `python -m iwae report ...` verbs: each reads finished run records, writes one kind
-of output. The workflow calls them; they can also be run by hand on finished runs."""
+"""The `python -m iwae report ...` verbs: each reads finished run records (or models), writes
+one kind of output. The workflow calls them; they can also be run by hand on finished runs.
+
+`TABLES` builds each table layout of `iwae.plan.layouts`; each kind of figure of
+`iwae.plan.figures` is drawn by the function of its name (`drawer`). A test holds both to
+their registries.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from iwae.experiments import default_title
-from iwae.files import write_text
-from iwae.report import document, figures, layouts, records, tables
+from iwae.errors import UserError
+from iwae.plan import figures as kinds
+from iwae.plan import layouts
+from iwae.plan.experiments import default_title
+from iwae.report import document, figures, followups, model_figures, records, tables
+from iwae.system.files import atomic_path, write_text
+
+# layout -> (runs' frame, reference source) -> (our table, ours beside the published values)
+TABLES = {
+    "nll-au": lambda df, source: (tables.nll_au(df, source), tables.vs_paper(df, source)),
+    "bounds": lambda df, source: tables.bounds(df),
+    "two-stage": lambda df, source: tables.two_stage(df, tables.first_stage_rows(df)),
+    "random-weights": lambda df, source: followups.random_weights(df),
+    "aevb": lambda df, source: followups.aevb(df),
+    "posterior": lambda df, source: followups.posterior(df),
+}
+
+# a kind of figure is drawn by the function of its name, in the module of what it reads
+DRAWN_FROM = {"evals": figures, "model": model_figures, "models": model_figures, "models and data": model_figures}
+
+
+def drawer(kind: kinds.FigureKind):
+    """The function that draws figures of `kind`: `iwae.report.figures.<name>` for those
+    drawn from records, `iwae.report.model_figures.<name>` for those drawn from models."""
+    return getattr(DRAWN_FROM[kind.reads], kind.name)
 
 
 def table(
@@ -16,31 +43,38 @@ def table(
     """The experiment's table in `layout` and its comparison with the published values of
     `source` (and of every other source with the same cells)."""
     df = records.frame(evals, experiment)
-    ours, cmp = layouts.get(layout).build(df, source)
+    ours, cmp = TABLES[layouts.get(layout).name](df, source)
     title = title or default_title(experiment)
     ours.write(Path(out_dir) / experiment, f"{title} (this pipeline)")
     cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")
 
 
-FIGURES = {
-    "curves": figures.curves,
-    "variances": figures.variances,
-    "nll-vs-k": figures.nll_vs_k,
-    "bound-vs-samples": figures.bound_vs_samples,
-    "ml-vs-samples": figures.ml_vs_samples,
-}
-
-
-def figure(kind: str, evals: list[Path], out_stem: Path) -> None:
-    FIGURES[kind](records.frame(evals), Path(out_stem))
+def figure(name: str, out_stem: Path, evals=None, model=None, models=None, data=None, seed: int = 0) -> None:
+    """One figure of kind `name`, from what its kind reads: eval.json records, one model file
+    and its dataset, or several model files (and their dataset)."""
+    kind = kinds.get(name)
+    given = {"evals": evals, "model": model and data, "models": models, "models and data": models and data}
+    if not given[kind.reads]:
+        needs = {"evals": "--evals", "model": "--model and --data", "models": "--models",
+                 "models and data": "--models and --data"}[kind.reads]  # fmt: skip
+        raise UserError(f"report figure {kind.cli_name}: {needs} required")
+    draw, stem = drawer(kind), Path(out_stem)
+    if kind.reads == "evals":
+        draw(records.frame(evals), stem)
+    elif kind.reads == "models":
+        draw(models, stem)
+    elif kind.reads == "models and data":
+        draw(models, Path(data), stem)
+    elif kind.name == "samples":
+        draw(Path(model), Path(data), stem, seed)
+    else:
+        draw(Path(model), Path(data), stem)
 
 
 def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
-    from iwae.files import atomic_path
-
     df = records.frame(evals)
     with atomic_path(out_csv, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False)
+        df[records.COLUMNS].to_csv(tmp, index=False)
     table = tables.summary(df)
     write_text(out_md, table.markdown("All runs"))
     write_text(Path(out_md).with_suffix(".html"), table.html("All runs: one row per run, with its revisions"))

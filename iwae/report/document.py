@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 from iwae.errors import UserError
-from iwae.experiments import default_title
-from iwae.files import atomic_path, write_text
-from iwae.provenance import git_revision
-from iwae.report.tables import TABLE_BEGIN, TABLE_END
-
-PER_RUN = ("samples", "manifold", "latents", "posterior", "pca", "by_label")  # drawn once per run, a folder each
-WIDE = ("posterior", "pca")  # per-run figures shown at full width
+from iwae.plan.experiments import default_title
+from iwae.plan.figures import KINDS
+from iwae.report.render import TABLE_BEGIN, TABLE_END
+from iwae.system.files import atomic_path, write_text
+from iwae.system.provenance import git_revision
 
 
 def _table_block(tex_path: Path) -> str:
@@ -52,10 +50,11 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         f = Path(f)
         if f.suffix != ".pdf":
             continue
-        per_run = f.parent.name in PER_RUN  # figures/<experiment>/<kind>/<run>.pdf
+        figure_kind = KINDS.get(f.parent.name)  # a per-run figure: figures/<experiment>/<kind>/<run>.pdf
+        per_run = figure_kind is not None and figure_kind.per == "run"
         exp = f.parent.parent.name if per_run else f.parent.name
-        kind = "samples" if per_run and f.parent.name not in WIDE else "figures"
-        experiments.setdefault(exp, {"tables": [], "figures": [], "samples": []})[kind].append(f)
+        place = "samples" if per_run and not figure_kind.wide else "figures"  # in a grid, or at full width
+        experiments.setdefault(exp, {"tables": [], "figures": [], "samples": []})[place].append(f)
     rev = git_revision()
     lines = [
         r"\documentclass[10pt]{article}",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from iwae.architecture import Architecture
 from iwae.errors import UserError
+from iwae.plan.architecture import Architecture
 
 COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
@@ -86,20 +86,17 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "prior": cfg.get("prior", "standard"),
             "train_split": cfg.get("train_split", "train"),
             "run_dir": str(path.parent),
+            "record": rec,  # the whole record, for the tables and figures that need more of it
         }
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: evaluation record lacks {e}") from None
 
 
-def per_point(run_dir: str | Path) -> list[float] | None:
-    """A run's test log-likelihoods per point (None for records from before they were kept)."""
-    return load_record(Path(run_dir) / "eval.json")["test"].get("per_point")
-
-
 def frame(paths: list[Path], experiment: str | None = None) -> pd.DataFrame:
+    """One row per run: the COLUMNS of summary.csv, and its whole eval.json as `record`."""
     if not paths:
         raise UserError("no evaluation records given")
-    return pd.DataFrame([row(p, experiment) for p in paths], columns=COLUMNS)
+    return pd.DataFrame([row(p, experiment) for p in paths], columns=[*COLUMNS, "record"])
 
 
 def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -1,10 +1,8 @@
 # Configuration checks and the input functions of all rules. Which runs, tables and figures
-# an experiment makes is the package's to say (iwae.experiments), read here, never restated.
-import json
+# an experiment makes is the package's to say (iwae.plan.experiments), read here, never restated.
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 
 from snakemake.exceptions import WorkflowError
@@ -20,11 +18,13 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     _prefix += f'export PATH={shlex.quote(os.path.dirname(sys.executable))}:"$PATH"; '
 shell.prefix(_prefix)
 
-from iwae import catalogue, rundirs
-from iwae.config import TrainConfig, duplicate_keys, flags
+from iwae.data import catalogue
 from iwae.errors import UserError
-from iwae.experiments import Plan
-from iwae.files import write_text
+from iwae.plan import figures as FIGURE_KINDS
+from iwae.plan import rundirs
+from iwae.plan.config import TrainConfig, duplicate_keys, flags
+from iwae.plan.experiments import Plan
+from iwae.system.files import write_text
 
 for path in workflow.configfiles:  # YAML keeps the last of a key given twice, silently
     for where in duplicate_keys(open(path).read()):
@@ -45,7 +45,6 @@ RESULTS = PLAN.results  # this configuration's runs, tables, figures and logs
 REPORT_ONLY = config.get("report_only", False)
 SELECTED = [PLAN.experiments[name] for name in PLAN.selected]
 PACKS = PLAN.packs(config["compute"].get("pack", "none"))
-RUN_OUTPUTS = ("model.pt", "train.json", "train_log.csv")
 
 
 wildcard_constraints:
@@ -146,32 +145,6 @@ if REPORT_ONLY:
     refuse_unfinished_runs()
 
 
-# ---------------------------------------------------------------- compute
-
-
-def gpus_per_job():
-    wanted = config["compute"]["gpus_per_job"]
-    if wanted != "auto":
-        return int(wanted)
-    if (
-        config["compute"]["device"] == "cpu"
-        or os.environ.get("CUDA_VISIBLE_DEVICES") == ""
-    ):
-        return 0
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return 0
-    try:  # CUDA visible where snakemake runs: a GPU workstation
-        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return 1 if "GPU" in listed.stdout else 0
-
-
-GPUS = gpus_per_job()
-THREADS = config["compute"]["threads"]
-
-
 # ---------------------------------------------------------------- inputs and arguments
 
 
@@ -199,56 +172,13 @@ def train_inputs(wildcards):
     return inputs
 
 
+def run_flags(run):
+    """A run's `iwae train` flags, the same for a job of its own and in a pack file."""
+    return flags(run_options(run) | {"device": config["compute"]["device"]})
+
+
 def train_args(wildcards):
-    """Its options as flags, but the dataset (the job's input)."""
-    options = run_options(run_of(wildcards)) | {"device": config["compute"]["device"]}
-    return cli_args({k: v for k, v in options.items() if k != "data"})
-
-
-def run_outputs(run):
-    """A training job's outputs, flagged `update`: Snakemake neither deletes them before the
-    job nor keeps a failed job's, it restores the previous ones. A failed retrain (a damaged
-    dataset, a refused configuration) thus never loses a finished model."""
-    return [update(run_file(run.experiment, run.id, name)) for name in RUN_OUTPUTS]
-
-
-def pack_file(pack):
-    return f"{RESULTS}/packs/{pack.experiment}/{pack.name}.json"
-
-
-def pack_rule_name(pack):
-    return f"train_{pack.experiment}_{pack.name}".replace("-", "_")
-
-
-def pack_first_stages(pack):
-    return sorted(
-        {run_file(*r.first_stage, "model.pt") for r in pack.runs if r.first_stage}
-    )
-
-
-def pack_spec(experiment, name):
-    """The pack file's content: each run's directory and options (iwae.packs)."""
-    pack = next(
-        (p for p in PACKS if (p.experiment, p.name) == (experiment, name)), None
-    )
-    if pack is None:
-        raise WorkflowError(f"no pack {name} in experiment {experiment}")
-    runs = []
-    for run in pack.runs:
-        options = run_options(run) | {"device": config["compute"]["device"]}
-        runs.append({"out": run_dir(run.experiment, run.id), "options": options})
-    return json.dumps({"name": f"{experiment}-{name}", "runs": runs})
-
-
-def pack_resource(pack, key):
-    """A run's runtime or memory, times the runs a pack's process trains one after another
-    (CPU: one process per thread; GPU: one process, every run at once)."""
-    processes = 1 if GPUS else min(THREADS, len(pack.runs))
-    if key == "train_mem_mb":
-        return config["compute"][key] * processes
-    return config["compute"][key] * -(
-        -len(pack.runs) // (len(pack.runs) if GPUS else processes)
-    )
+    return " ".join(shlex.quote(a) for a in run_flags(run_of(wildcards)))
 
 
 def eval_args(wildcards):
@@ -289,10 +219,7 @@ def weights_inputs(wildcards):
 def section_inputs(wildcards):
     """eval.json of the runs with curves of one part (or dataset) of an experiment."""
     exp = PLAN.experiments[wildcards.experiment]
-    if wildcards.kind == "ml_vs_samples":
-        runs = exp.sections(lambda r: r.ml_curve).get(wildcards.section)
-    else:
-        runs = exp.sections(lambda r: r.curve and not r.ml_curve).get(wildcards.section)
+    runs = exp.curve_sections(wildcards.kind).get(wildcards.section)
     if not runs:
         raise WorkflowError(
             f"no runs for {wildcards.kind} in {wildcards.section} of {exp.name}"
@@ -315,7 +242,7 @@ def latent_inputs(wildcards):
     }
 
 
-def samples_inputs(wildcards):
+def run_figure_inputs(wildcards):
     run = run_of(wildcards)
     return {
         "model": run_file(run.experiment, run.id, "model.pt"),
@@ -325,21 +252,6 @@ def samples_inputs(wildcards):
 
 # ---------------------------------------------------------------- Snakemake's report
 
-FIGURE_TITLES = {
-    "curves": "Training curves",
-    "variances": "Posterior-mean variances (active units)",
-    "bound_vs_samples": "Bound against samples seen",
-    "ml_vs_samples": "Marginal likelihood against samples seen",
-    "manifold": "Learned manifolds",
-    "latents": "Latent spaces",
-    "posterior": "True and variational posteriors",
-    "pca": "Latent layers (PCA)",
-    "by_label": "Samples per label",
-    "training_samples": "Samples from the prior as training goes",
-    "reconstructions": "Reconstructions by latent size",
-    "samples_by_latent": "Samples by latent size",
-}
-
 
 def experiment_category(wildcards):
     """An experiment's section of the report: its title."""
@@ -347,7 +259,12 @@ def experiment_category(wildcards):
 
 
 def figure_subcategory(wildcards):
-    return FIGURE_TITLES[wildcards.kind]
+    return FIGURE_KINDS.get(wildcards.kind).title
+
+
+def figure_kinds(per, reads):
+    """The kinds of figure one rule draws, as a wildcard constraint."""
+    return "|".join(FIGURE_KINDS.names(per, reads))
 
 
 def group_labels(wildcards):

@@ -8,6 +8,7 @@ rule fetch:
         f"{DATA}/logs/fetch/{{raw}}.log",
     wildcard_constraints:
         raw="|".join(map(re.escape, RAW_DATASET)),
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:

@@ -25,6 +25,7 @@ rule table:
         ),
     log:
         f"{RESULTS}/logs/report/table_{{experiment}}.log",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -53,7 +54,8 @@ rule group_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{dataset}}_{{tag}}.log",
     wildcard_constraints:
-        kind="curves|variances",
+        kind=figure_kinds("group", "evals"),
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -76,6 +78,7 @@ rule weights_figure:
         ),
     log:
         f"{RESULTS}/logs/report/weights_{{experiment}}_{{dataset}}_{{tag}}.log",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -99,8 +102,9 @@ rule section_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
     wildcard_constraints:
-        kind="bound_vs_samples|ml_vs_samples",
+        kind=figure_kinds("section", "evals"),
         section="[a-z0-9][a-z0-9_-]*",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -125,8 +129,9 @@ rule latent_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
     wildcard_constraints:
-        kind="reconstructions|samples_by_latent",
+        kind=figure_kinds("latent section", "models and data"),
         section="[a-z0-9][a-z0-9_-]*",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -139,7 +144,7 @@ rule latent_figure:
 
 rule run_figure:
     input:
-        unpack(samples_inputs),
+        unpack(run_figure_inputs),
     output:
         pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}/{{run}}.pdf",
         png=report(
@@ -152,7 +157,8 @@ rule run_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
     wildcard_constraints:
-        kind="manifold|latents|posterior|pca|by_label|training_samples",
+        kind=figure_kinds("run", "model"),
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -163,49 +169,30 @@ rule run_figure:
         " > {log:q} 2>&1"
 
 
-rule nll_vs_k:
+rule experiment_figure:
     input:
         evals=lambda wildcards: evals_of(wildcards.experiment),
     output:
-        pdf=f"{RESULTS}/figures/{{experiment}}/nll_vs_k.pdf",
+        pdf=f"{RESULTS}/figures/{{experiment}}/{{kind}}.pdf",
         png=report(
-            f"{RESULTS}/figures/{{experiment}}/nll_vs_k.png",
-            caption="../report/nll_vs_k.rst",
+            f"{RESULTS}/figures/{{experiment}}/{{kind}}.png",
+            caption="../report/figure_experiment.rst",
             category=experiment_category,
-            subcategory="NLL against k",
-            labels=lambda wildcards: {"figure": "test NLL against k"},
+            subcategory=figure_subcategory,
+            labels=lambda wildcards: {"figure": figure_subcategory(wildcards)},
         ),
     log:
-        f"{RESULTS}/logs/report/nll_vs_k_{{experiment}}.log",
+        f"{RESULTS}/logs/report/{{kind}}_{{experiment}}.log",
+    wildcard_constraints:
+        kind=figure_kinds("experiment", "evals"),
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
         stem=lambda wildcards, output: stem(output.pdf),
+        kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
-        "python -m iwae report figure nll-vs-k --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
-
-
-rule samples:
-    input:
-        unpack(samples_inputs),
-    output:
-        pdf=f"{RESULTS}/figures/{{experiment}}/samples/{{run}}.pdf",
-        png=report(
-            f"{RESULTS}/figures/{{experiment}}/samples/{{run}}.png",
-            caption="../report/samples.rst",
-            category=experiment_category,
-            subcategory="Samples and reconstructions",
-            labels=run_labels,
-        ),
-    log:
-        f"{RESULTS}/logs/report/samples_{{experiment}}_{{run}}.log",
-    conda:
-        "../../envs/iwae.yaml"
-    params:
-        stem=lambda wildcards, output: stem(output.pdf),
-    shell:
-        "python -m iwae report figure samples --model {input.model:q} --data {input.data:q} --out-stem {params.stem:q}"
-        " > {log:q} 2>&1"
+        "python -m iwae report figure {params.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
 
 rule summary:
@@ -221,6 +208,7 @@ rule summary:
         ),
     log:
         f"{RESULTS}/logs/report/summary.log",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     shell:
@@ -236,6 +224,7 @@ rule report:
         f"{RESULTS}/report.tex",
     log:
         f"{RESULTS}/logs/report/report.log",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
@@ -254,6 +243,7 @@ rule report_pdf:
         f"{RESULTS}/report.pdf",
     log:
         f"{RESULTS}/logs/report/report_pdf.log",
+    localrule: True
     conda:
         "../../envs/iwae.yaml"
     shell:

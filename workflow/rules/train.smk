@@ -1,16 +1,17 @@
-# Training: one job per run, or with compute.pack one job per pack of runs (iwae.packs).
+# Training: one job per run, or with compute.pack one job per pack of runs (iwae.training.packs).
 # Checkpoints live beside the outputs but are not declared as outputs, so Snakemake never
 # deletes them: a killed or failed job resumes where it stopped. The outputs are flagged
 # `update`: a failed job gets the previous model back, never a deleted one.
 
 
-# the pack file: every run's directory and options (rewritten when an option changes);
+# the pack file: every run's directory and flags (rewritten when an option changes);
 # written here rather than through a shell, whose arguments are limited in length
 rule pack_file:
     output:
         f"{RESULTS}/packs/{{experiment}}/{{pack}}.json",
     log:
         f"{RESULTS}/logs/packs/{{experiment}}/{{pack}}.log",
+    localrule: True
     params:
         spec=lambda wildcards: pack_spec(wildcards.experiment, wildcards.pack),
     run:
@@ -42,7 +43,7 @@ if not PACKS:
             out=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
             args=train_args,
         shell:
-            "python -m iwae train --out {params.out:q} --data {input.data:q} {params.args} --threads {threads} > {log:q} 2>&1"
+            "python -m iwae train --out {params.out:q} {params.args} --threads {threads} > {log:q} 2>&1"
 
 else:
 

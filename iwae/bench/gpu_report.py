@@ -1,0 +1,603 @@
+"""`python -m iwae bench --gpu-report DIR`: the prepared check of Table 1's cost on one GPU.
+
+Built to take about four minutes of a GPU's time, within a budget of `minutes` (6): each
+section starts only if the time it needs is left, the steady replay takes what remains. Every
+section writes DIR/report.json as it ends; one that fails is recorded with its error, and the
+others still run. In order:
+
+ 1. versions (torch, CUDA, the driver), the device and its clocks before (nvidia-smi);
+ 2. a probe of one step of each backend on the device (`iwae.training.probe.probe_step`: no host
+    reads, no tensors off the device, no writes that the warm-up does not undo);
+ 3. correctness, bitwise: graphed steps against eager ones from the same seed, across epoch
+    ends and a change of stage, for the fused backend (IWAE) and the autograd one (DReG, two
+    backward passes); a graphed run stopped inside an epoch and resumed; a pack of three runs
+    (two with k = 50) against the same runs trained alone, one after another;
+ 4. eager steps/s for the six (layers, k) settings, all warmed up before any is timed, k = 5000
+    evaluation points/s, and the start-up of an evaluation job;
+ 5. replayed steps/s of each setting alone, and packs of 12 and 24 runs (each run its own
+    graphs on its own stream), with the host's share of the time apart;
+ 6. one full epoch of a 12-run pack through the real training loop;
+ 7. ceilings: float32 and TF32 products of a step's shapes, one large SGEMM, one copy;
+ 8. a minute of steady replay of the 12-run pack (drift shows clock or thermal effects), and
+    the clocks after.
+
+Then it predicts, and says it predicts: Table 1 as the workflow runs it with
+`compute.pack: dataset` and one GPU (the MNIST pack, then the Omniglot pack, 12 runs each):
+
+    T = (9,774,400 + 3,772,000) x t(12-run pack step) + 2 x 3,280 x t(epoch overhead) + evaluation
+
+from the median time of a pack step (every run one step), the band from the spread of the
+trials and of the steady minute together, evaluation as every run's test and validation
+points at its layers' k = 5000 rate plus one job start-up per run. Beside it the floor no
+packing can beat: the longest run alone, 9,774,400 x t(2-layer k = 50 step replayed alone).
+Minutes of measurement stand for hours of running. Data are synthetic, of the real shapes
+(59,600 points of 784 grey values, never all zeros). On a CPU (`quick=True`, as the tests run
+it) every size shrinks and the steps run as graphs would, without one.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from iwae.bench.speed import _eval_points, _train_steps, synthetic_dataset
+from iwae.plan.config import TrainConfig
+from iwae.system import devices
+from iwae.system.files import write_json
+from iwae.system.provenance import environment, resolve_device
+from iwae.training.probe import probe_step
+
+MNIST_STEPS, OMNIGLOT_STEPS, EPOCHS = 2980 * 3280, 1150 * 3280, 3280  # steps per run: 9,774,400 and 3,772,000
+EVAL_POINTS = {"mnist": 10000 + 400, "omniglot": 8070 + 1000}  # test and validation points per run
+TABLE1 = [(layers, k, objective) for layers in (1, 2) for k in (1, 5, 50) for objective in ("vae", "iwae")]
+CHECK_POINTS = 420  # training points of the correctness runs: 21 steps an epoch, so a graph of 10 leaves one
+
+
+@dataclass(frozen=True)
+class Sizes:
+    mnist_points: int  # training points of the synthetic MNIST-shaped dataset
+    steps: int  # steps of every run in one timed trial
+    trials: int
+    packs: tuple[int, ...]  # pack sizes; the first is the workflow's (12 runs per dataset)
+    eager_steps: int  # eager steps per timed call
+    eager_repeats: int
+    eval_k: int
+    check_epochs: tuple[int, ...]  # epochs per stage of the correctness runs
+    check_pack: tuple[tuple, ...]  # the runs of the pack checked against the same runs alone
+    steady_s: float
+    sgemm: int
+    copy_floats: int
+    products: int
+
+
+FULL = Sizes(mnist_points=59600, steps=500, trials=7, packs=(12, 24), eager_steps=10, eager_repeats=5, eval_k=5000,
+             check_epochs=(4, 6), check_pack=((2, 50, "iwae"), (2, 50, "vae"), (1, 5, "iwae")), steady_s=60.0,
+             sgemm=8192, copy_floats=2**28, products=100)  # fmt: skip
+QUICK = Sizes(mnist_points=CHECK_POINTS, steps=10, trials=2, packs=(2, 3), eager_steps=3, eager_repeats=2, eval_k=100,
+              check_epochs=(1, 1), check_pack=((1, 10, "iwae"), (1, 10, "vae"), (2, 5, "iwae")), steady_s=1.0,
+              sgemm=1024, copy_floats=2**22, products=5)  # fmt: skip
+# seconds each section needs on an H200 (estimates, with a margin): it starts only if they are left
+NEEDS = {"probe": 10, "correctness": 60, "eager": 45, "graphed": 30, "packs": 60, "epoch": 30, "ceilings": 15}
+
+
+class Report:
+    """The report's sections as measured, written to report.json after each."""
+
+    def __init__(self, out_dir: Path, device, budget_s: float):
+        self.dir, self.device, self.start, self.budget = Path(out_dir), device, time.monotonic(), budget_s
+        self.data = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "section_seconds": {}}
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        self.data["elapsed_s"] = round(time.monotonic() - self.start, 1)
+        write_json(self.dir / "report.json", self.data)
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.start)
+
+    def section(self, key: str, fn, *args, need: float = 0.0):
+        """fn(*args) as the section `key`: skipped if fewer than `need` seconds are left; its
+        error, if it fails, recorded in its place (the other sections still run)."""
+        if self.left() < need:
+            self.put(key, {"skipped": f"{need:.0f} s needed, {max(0.0, self.left()):.0f} s left"})
+            return None
+        start = time.monotonic()
+        try:
+            value = fn(*args)
+        except Exception as e:  # noqa: BLE001 - one failing section must not cost the others
+            traceback.print_exc()
+            value = {"error": f"{type(e).__name__}: {e}"}
+        self.data["section_seconds"][key] = round(time.monotonic() - start, 1)
+        self.put(key, value)
+        return value
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device, repeats: int) -> list[float]:
+    """Seconds of `fn` per call, `repeats` times (after one warm-up call)."""
+    fn()
+    _sync(device)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+# --------------------------------------------------------------------------- the device
+
+
+def _smi() -> dict:
+    """nvidia-smi's view of the device, one field at a time (a field this driver does not
+    know costs that field only)."""
+    # the last two are one field's names in newer and in older drivers
+    fields = ["name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+              "temperature.gpu", "power.draw", "clocks_event_reasons.active", "clocks_throttle_reasons.active"]  # fmt: skip
+    out = {}
+    for name in fields:
+        try:
+            result = subprocess.run(["nvidia-smi", f"--query-gpu={name}", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=20)  # fmt: skip
+        except (OSError, subprocess.SubprocessError):
+            return out  # no nvidia-smi here
+        if result.returncode == 0:
+            out[name] = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+    return out
+
+
+def device_record(device) -> dict:
+    """Versions and properties that decide the numbers: PyTorch's CUDA, the driver, the device."""
+    out = {**environment(device), "torch_cuda": torch.version.cuda, "smi": _smi(),
+           "environment_variables": {k: os.environ.get(k) for k in ("CUDA_DEVICE_MAX_CONNECTIONS",
+                                                                     "CUBLAS_WORKSPACE_CONFIG")}}  # fmt: skip
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        out.update(capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
+                   memory_gib=round(p.total_memory / 2**30, 1), cudnn=torch.backends.cudnn.version())  # fmt: skip
+    return out
+
+
+def ceilings(device, sizes: Sizes) -> dict:
+    """TFLOP/s of the step's largest products (2 layers, k = 50: 1,000 rows) and of one large
+    SGEMM, in float32 and TF32, and GB/s of one copy."""
+    n, out = sizes.sgemm, {}
+    try:
+        for tf32 in (False, True):
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            name = "tf32" if tf32 else "fp32"
+            a, b = torch.randn(1000, 200, device=device), torch.randn(200, 784, device=device)
+            step = _timed(lambda a=a, b=b: [a @ b for _ in range(sizes.products)], device, 3)
+            out[f"step_products_{name}_tflops"] = round(sizes.products * 2 * 1000 * 200 * 784 / min(step) / 1e12, 3)
+            big = torch.randn(n, n, device=device)
+            sgemm = _timed(lambda big=big: big @ big, device, 3)
+            out[f"sgemm_{n}_{name}_tflops"] = round(2 * n**3 / min(sgemm) / 1e12, 2)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.empty(sizes.copy_floats, device=device)
+    y = torch.empty_like(x)
+    copy = _timed(lambda: y.copy_(x), device, 3)
+    out["copy_gb_per_s"] = round(2 * x.numel() * 4 / min(copy) / 1e9, 1)
+    return out
+
+
+# --------------------------------------------------------------------------- eager steps, evaluation
+
+
+def eager(root: Path, device, sizes: Sizes) -> dict:
+    """Eager steps/s (batch 20, fused backend, IWAE) and evaluation points/s, every setting
+    run once before any is timed: the first one timed pays no one-time start-up."""
+    n = sizes.eager_steps
+    steps = {(layers, k): _train_steps("fused", layers, k, device, steps=n) for layers in (1, 2) for k in (1, 5, 50)}
+    points = {layers: _eval_points("fused", layers, device, k=sizes.eval_k) for layers in (1, 2)}
+    for fn in [*steps.values(), *points.values()]:
+        fn()
+    _sync(device)
+    out = {}
+    for (layers, k), fn in steps.items():
+        seconds = _timed(fn, device, sizes.eager_repeats)
+        out[f"train_{layers}l_k{k}_steps_per_s"] = round(n / statistics.median(seconds), 1)
+    for layers, fn in points.items():
+        seconds = _timed(fn, device, max(1, sizes.eager_repeats // 2))
+        out[f"eval_{layers}l_k{sizes.eval_k}_points_per_s"] = round(20 / statistics.median(seconds), 2)
+    out["eval_job_startup_s"] = evaluation_startup(device, synthetic_dataset(root / "startup.npz", train=100))
+    return out
+
+
+def evaluation_startup(device, data: Path) -> float:
+    """Seconds a fresh process takes to import the package, start the device and load a
+    dataset onto it: what every evaluation job pays before its first point."""
+    code = ("import sys, torch; from iwae.data import datasets; from iwae.evaluation import evaluate; "
+            "datasets.load(sys.argv[1], torch.device(sys.argv[2])).train.sum().item()")  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code, str(data), str(device)], check=True, capture_output=True)
+    return round(time.perf_counter() - start, 2)
+
+
+# --------------------------------------------------------------------------- runs and packs
+
+
+def _scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="iwae-gpu-report-"))
+
+
+def _config(data_path: Path, device, setting, seed: int, **options) -> TrainConfig:
+    layers, k, objective = setting
+    return TrainConfig(data=str(data_path), layers=str(layers), k=k, objective=objective, seed=seed,
+                       device=str(device), **options)  # fmt: skip
+
+
+def _pack(root: Path, data_path: Path, device, settings: list) -> list:
+    """Trainers for `settings`, each on a stream of its own, initialised, its graphs captured
+    and its first epoch begun (at the first stage's learning rate)."""
+    from iwae.data import datasets
+    from iwae.training.loop import Trainer
+    from iwae.training.signals import StopRequest
+
+    data, stop = datasets.load(data_path, device), StopRequest()
+    trainers = [Trainer(_config(data_path, device, s, i + 1), root / f"run{i}", True, False, stop=stop, data=data,
+                        graphed=True) for i, s in enumerate(settings)]  # fmt: skip
+    for t, stream in zip(trainers, devices.run_streams(device, len(trainers))):
+        t.stream = stream
+        with devices.on(stream):
+            t.restore_or_initialize()
+            t.opt.lr = t.cfg.learning_rate(0)
+            _begin(t)
+    return trainers
+
+
+def _begin(t) -> None:
+    perm = torch.randperm(t.x.shape[0], generator=t.gen, device=t.device)
+    t.steps.begin(perm, torch.zeros((), dtype=torch.float64, device=t.device), 0)
+    t.position = 0
+
+
+def _advance(trainers: list, steps: int) -> None:
+    """`steps` steps of every run, round robin, each on its own stream, as many per replay as
+    its graphs take (the runs share one dataset, so each takes as many)."""
+    taken = 0
+    while taken < steps:
+        for t in trainers:
+            with devices.on(t.stream):
+                if t.position == t.n_batches:  # an epoch's end: the next epoch's order
+                    _begin(t)
+                n = t.steps.step(t.position, min(t.n_batches, t.position + steps - taken))
+                t.position += n
+        taken += n
+
+
+def _release(trainers: list) -> None:
+    for t in trainers:
+        t.release()
+
+
+def _settings(size: int) -> list:
+    return (TABLE1 * (size // len(TABLE1) + 1))[:size]
+
+
+def graph_rates(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """Steps/s of one run alone, replayed, per (layers, k)."""
+    out = {}
+    for layers in (1, 2):
+        for k in (1, 5, 50):
+            trainers = _pack(root / f"solo{layers}{k}", data_path, device, [(layers, k, "iwae")])
+            try:
+                seconds = _timed(lambda trainers=trainers: _advance(trainers, sizes.steps), device, 1)
+                out[f"train_{layers}l_k{k}_steps_per_s"] = round(sizes.steps / seconds[0], 1)
+            finally:
+                _release(trainers)
+    return out
+
+
+def pack_rates(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """Seconds per pack step (every run one step) for packs of Table 1's settings, and the
+    host's share: how long enqueueing took before the device caught up."""
+    out = {}
+    for size in sizes.packs:
+        trainers = _pack(root / f"pack{size}", data_path, device, _settings(size))
+        try:
+            _advance(trainers, sizes.steps)
+            _sync(device)
+            seconds, host = [], []
+            for _ in range(sizes.trials):
+                t0 = time.perf_counter()
+                _advance(trainers, sizes.steps)
+                host.append((time.perf_counter() - t0) / sizes.steps)
+                _sync(device)
+                seconds.append((time.perf_counter() - t0) / sizes.steps)
+        finally:
+            _release(trainers)
+        median = statistics.median(seconds)
+        out[str(size)] = {"seconds_per_pack_step": seconds, "median": median, "host_seconds_per_pack_step": host,
+                          "run_steps_per_s": round(size / median, 1)}  # fmt: skip
+    return out
+
+
+def steady(root: Path, data_path: Path, device, size: int, seconds: float) -> dict:
+    """Replay a pack for `seconds`: seconds per pack step in its first and last tenth."""
+    trainers = _pack(root / "steady", data_path, device, _settings(size))
+    try:
+        _advance(trainers, 20)
+        _sync(device)
+        marks, start = [], time.perf_counter()
+        while time.perf_counter() - start < seconds or len(marks) < 2:
+            _advance(trainers, 20)
+            _sync(device)
+            marks.append(time.perf_counter() - start)
+    finally:
+        _release(trainers)
+    tenth = max(1, len(marks) // 10)
+    first = marks[tenth - 1] / (20 * tenth)
+    last = (marks[-1] - marks[-tenth - 1]) / (20 * tenth)
+    return {"seconds": round(marks[-1], 1), "pack_size": size, "first_tenth_s_per_pack_step": first,
+            "last_tenth_s_per_pack_step": last, "drift": round(last / first - 1, 4)}  # fmt: skip
+
+
+def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
+    """Two epochs of a pack through the real training loop (`iwae.training.packs._interleave`); the
+    second one's time (from the first run's log), which holds no capture and no first-epoch
+    set-up: against the replayed steps alone it gives the per-epoch overhead."""
+    import csv
+
+    from iwae.data import datasets
+    from iwae.training.loop import Trainer
+    from iwae.training.packs import _interleave
+    from iwae.training.signals import StopRequest
+
+    data, stop = datasets.load(data_path, device), StopRequest()
+    trainers = [Trainer(_config(data_path, device, s, i + 1, epochs_per_stage=[2]), root / "epoch" / f"run{i}", True,
+                        False, stop=stop, data=data, graphed=True) for i, s in enumerate(_settings(size))]  # fmt: skip
+    _interleave("report", trainers, device)
+    with open(root / "epoch" / "run0" / "train_log.csv") as f:
+        second = list(csv.DictReader(f))[1]
+    return {"runs": size, "steps": trainers[0].n_batches, "seconds": float(second["seconds"])}
+
+
+# --------------------------------------------------------------------------- correctness
+
+
+def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs, stop_at=None):
+    """A run through the real training loop, graphed or eager; stopped after `stop_at` steps
+    (inside an epoch: a checkpoint there) and resumed, if asked. The trainer at its end."""
+    from iwae.errors import Interrupted
+    from iwae.training.loop import Trainer
+
+    cfg = TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(epochs), **setting)
+    t = Trainer(cfg, root / name, True, False, graphed=graphed)
+    if stop_at is not None:
+        try:
+            with devices.on(devices.run_streams(t.device, 1)[0]):
+                for _ in t.train():
+                    if t.opt.t >= stop_at:
+                        t.stop.requested = True
+        except Interrupted:
+            t.release()
+            t = Trainer(cfg, root / name, True, False, graphed=graphed)
+    t.run()
+    return t
+
+
+def _compare(a: torch.Tensor, b: torch.Tensor) -> dict:
+    return {"bitwise_equal": bool(torch.equal(a, b)), "max_abs_difference": (a - b).abs().max().item()}
+
+
+def graphed_against_eager(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """Each backend's graphed run against the same run eager, bitwise; the fused one also
+    stopped inside an epoch and resumed."""
+    cases = {"2l_k5_iwae": {"layers": "2", "k": 5, "objective": "iwae", "backend": "fused"},
+             "1l_k5_dreg": {"layers": "1", "k": 5, "objective": "dreg", "backend": "autograd"}}  # fmt: skip
+    out = {}
+    for key, setting in cases.items():
+        graphed = _trained(root, data_path, device, f"graphed-{key}", setting, True, sizes.check_epochs)
+        eager_run = _trained(root, data_path, device, f"eager-{key}", setting, False, sizes.check_epochs)
+        params = graphed.model.buffer.data
+        out[key] = {"backend": graphed.backend.name, "steps_as": graphed.steps.kind,
+                    **_compare(params, eager_run.model.buffer.data)}  # fmt: skip
+        if setting["backend"] == "fused":
+            stop_at = CHECK_POINTS // 20 + 15  # inside the second epoch
+            resumed = _trained(root, data_path, device, f"resumed-{key}", setting, True, sizes.check_epochs, stop_at)
+            out[key]["resumed_bitwise_equal"] = resumed.resumes == 1 and bool(
+                torch.equal(resumed.model.buffer.data, params)
+            )
+    return out
+
+
+def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """The runs of `sizes.check_pack` trained as one pack (on a GPU their graphs replaying at
+    once, each on its stream) and each alone: the same parameters, bitwise."""
+    from iwae.data import datasets
+    from iwae.training.loop import Trainer
+    from iwae.training.packs import _interleave
+    from iwae.training.signals import StopRequest
+
+    settings = [{"layers": str(layers), "k": k, "objective": o} for layers, k, o in sizes.check_pack]
+    data, stop = datasets.load(data_path, device), StopRequest()
+    configs = [TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(sizes.check_epochs), seed=i + 1,
+                           **s) for i, s in enumerate(settings)]  # fmt: skip
+    packed = [Trainer(c, root / "pack" / f"run{i}", True, False, stop=stop, data=data, graphed=True)
+              for i, c in enumerate(configs)]  # fmt: skip
+    _interleave("check", packed, device)
+    out = []
+    for i, (cfg, t) in enumerate(zip(configs, packed)):
+        alone = Trainer(cfg, root / "alone" / f"run{i}", True, False, graphed=True)
+        alone.run()
+        out.append(
+            {"run": f"{cfg.layers}l_k{cfg.k}_{cfg.objective}", **_compare(t.model.buffer.data, alone.model.buffer.data)}
+        )
+    return {"runs": out, "bitwise_equal": all(r["bitwise_equal"] for r in out)}
+
+
+def correctness(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    out = {"graphed_vs_eager": graphed_against_eager(root, data_path, device, sizes),
+           "pack_vs_alone": pack_against_alone(root, data_path, device, sizes)}  # fmt: skip
+    cases = out["graphed_vs_eager"].values()
+    out["bitwise_equal"] = out["pack_vs_alone"]["bitwise_equal"] and all(
+        c["bitwise_equal"] and c.get("resumed_bitwise_equal", True) for c in cases
+    )
+    return out
+
+
+PROBED = {  # a step of each backend, and of the random-weight family (autograd, wider noise)
+    "fused": {"layers": "2", "k": 5},
+    "autograd-dreg": {"k": 5, "objective": "dreg", "backend": "autograd"},
+    "random-weights": {"k": 5, "random": "both"},
+}
+
+
+def probe(root: Path, data_path: Path, device) -> dict:
+    """What a capture would record of one step of each backend, on this device."""
+    from iwae.training.loop import Trainer
+
+    out = {}
+    for name, setting in PROBED.items():
+        t = Trainer(TrainConfig(data=str(data_path), device=str(device), **setting), root / f"probe-{name}", True,
+                    False, graphed=True)  # fmt: skip
+        with devices.on(devices.run_streams(t.device, 1)[0]):
+            t.restore_or_initialize()
+            _begin(t)
+            found = probe_step(t.steps)
+        t.release()
+        out[name] = {"capturable": found.capturable, "repeatable": found.repeatable, "host_reads": found.host_reads,
+                     "off_device": found.off_device, "random_order": found.random_order,
+                     "writes_elsewhere": found.writes_elsewhere, "operations": len(found.trace)}  # fmt: skip
+    return out
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def gpu_report(
+    out_dir: Path, device: str = "auto", minutes: float = 6.0, quick: bool | None = None, threads: int | None = None
+) -> dict:
+    from iwae.system import runtime
+
+    dev = devices.claim(resolve_device(device))  # one device for every run of the check
+    runtime.setup(dev, threads)
+    quick = dev.type != "cuda" if quick is None else quick
+    sizes = QUICK if quick else FULL
+    report = Report(out_dir, dev, minutes * 60)
+    root = _scratch()
+    mnist = synthetic_dataset(root / "mnist-shaped.npz", train=sizes.mnist_points)
+    small = synthetic_dataset(root / "small.npz", train=CHECK_POINTS)  # epoch ends, a stage change, resumption
+    report.put("quick", quick)
+    report.section("device_before", device_record, dev)
+    report.section("probe", probe, root, small, dev, need=NEEDS["probe"])
+    report.section("correctness", correctness, root, small, dev, sizes, need=NEEDS["correctness"])
+    report.section("eager", eager, root, dev, sizes, need=NEEDS["eager"])
+    report.section("graphed", graph_rates, root, mnist, dev, sizes, need=NEEDS["graphed"])
+    report.section("packs", pack_rates, root, mnist, dev, sizes, need=NEEDS["packs"])
+    report.section("epoch", full_epoch, root, mnist, dev, sizes.packs[0], need=NEEDS["epoch"])
+    report.section("ceilings", ceilings, dev, sizes, need=NEEDS["ceilings"])
+    seconds = sizes.steady_s if quick else min(sizes.steady_s, report.left() - 15)
+    report.section("steady", steady, root, mnist, dev, sizes.packs[0], seconds, need=min(10.0, sizes.steady_s) + 15)
+    report.section("device_after", _smi)
+    report.put("prediction", predict(report.data, sizes.packs[0]))
+    print(format_report(report.data))
+    return report.data
+
+
+def _measured(data: dict, key: str) -> dict | None:
+    """A section's results, or None where it failed or was skipped."""
+    value = data.get(key)
+    return value if isinstance(value, dict) and "error" not in value and "skipped" not in value else None
+
+
+def evaluation_seconds(eager_rates: dict) -> float | None:
+    """Table 1's 24 evaluations: every run's test and validation points at the k = 5000 rate
+    (the quick form's k where it ran no other) of its layers, and one job start-up each."""
+    rates = {layers: next((v for k, v in eager_rates.items() if k.startswith(f"eval_{layers}l_")), None)
+             for layers in (1, 2)}  # fmt: skip
+    if None in rates.values() or "eval_job_startup_s" not in eager_rates:
+        return None
+    runs = 6  # of each dataset and number of layers: k = 1, 5, 50, VAE and IWAE
+    seconds = sum(runs * points / rates[layers] for layers in (1, 2) for points in EVAL_POINTS.values())
+    return seconds + 24 * eager_rates["eval_job_startup_s"]
+
+
+def predict(data: dict, size: int) -> dict:
+    """Table 1's time from what was measured; `missing` names what was not, and what it costs."""
+    missing = []
+    packs, epoch, eager_rates = _measured(data, "packs"), _measured(data, "epoch"), _measured(data, "eager")
+    pack = (packs or {}).get(str(size))
+    if pack is None:
+        return {
+            "hours": None,
+            "missing": [f"packs ({size} runs)"],
+            "note": "no prediction: the pack's step time is missing",
+        }
+    times = list(pack["seconds_per_pack_step"])
+    drift = _measured(data, "steady")
+    if drift and drift["pack_size"] == size:
+        times += [drift["first_tenth_s_per_pack_step"], drift["last_tenth_s_per_pack_step"]]
+    else:
+        missing.append("steady (the band holds the trials only)")
+    t_med = pack["median"]
+    overhead = max(0.0, epoch["seconds"] / epoch["steps"] - t_med) * epoch["steps"] if epoch else 0.0
+    if not epoch:
+        missing.append("epoch (no per-epoch overhead counted)")
+    evaluation = evaluation_seconds(eager_rates) if eager_rates else None
+    if evaluation is None:
+        missing.append("eager evaluation rates or start-up (no evaluation counted)")
+
+    def total(t):
+        return (MNIST_STEPS + OMNIGLOT_STEPS) * t + 2 * EPOCHS * overhead + (evaluation or 0.0)
+
+    graphed = _measured(data, "graphed") or {}
+    solo = graphed.get("train_2l_k50_steps_per_s")
+    if not solo:
+        missing.append("graphed (no critical-path floor)")
+    return {
+        "formula": f"(9,774,400 + 3,772,000) x t({size}-run pack step) + 2 x 3,280 x t(epoch overhead) + evaluation",
+        "pack_size": size,
+        "t_pack_step_s": t_med,
+        "t_epoch_overhead_s": round(overhead, 4),
+        "evaluation_s": round(evaluation, 1) if evaluation is not None else None,
+        "hours": round(total(t_med) / 3600, 2),
+        "band_hours": [round(total(min(times)) / 3600, 2), round(total(max(times)) / 3600, 2)],
+        "floor_hours": round(MNIST_STEPS / solo / 3600, 2) if solo else None,
+        "floor_formula": "9,774,400 x t(2-layer k = 50 step replayed alone): the longest run, whatever the packing",
+        "missing": missing,
+        "note": "a prediction from minutes of measurement, not a measured run; the band spans the trials and the "
+        "steady minute" + (" (quick mode: sizes are not the paper's)" if data.get("quick") else ""),
+    }
+
+
+def format_report(data: dict) -> str:
+    env = _measured(data, "device_before") or {}
+    lines = [f"device: {env.get('device_name', '?')} ({env.get('device', '?')}), torch {env.get('torch', '?')} "
+             f"(CUDA {env.get('torch_cuda')}); {'quick (not the real sizes)' if data['quick'] else 'full'}"]  # fmt: skip
+    for section in ("probe", "ceilings", "eager", "graphed"):
+        if _measured(data, section) is None:
+            lines.append(f"{section:<10} {data.get(section)}")
+            continue
+        lines += [f"{section:<10} {key:<40} {value}" for key, value in data[section].items()]
+    for size, row in (_measured(data, "packs") or {}).items():
+        host = statistics.median(row["host_seconds_per_pack_step"])
+        lines.append(f"{'pack':<10} {size} runs: {row['run_steps_per_s']} run-steps/s, {row['median'] * 1e3:.3f} ms a "
+                     f"pack step ({host * 1e3:.3f} ms of it enqueueing)")  # fmt: skip
+    for section in ("epoch", "correctness", "steady"):
+        lines.append(f"{section:<10} {data.get(section)}")
+    p = data["prediction"]
+    if p["hours"] is None:
+        lines.append(f"prediction: none ({p['note']})")
+    else:
+        lines.append(f"prediction: Table 1 in {p['hours']} h (band {p['band_hours'][0]}-{p['band_hours'][1]} h) "
+                     f"= {p['formula']}")  # fmt: skip
+        lines.append(f"floor:      {p['floor_hours']} h = {p['floor_formula']}")
+    lines.append(f"            {p['note']}" + (f"; missing: {', '.join(p['missing'])}" if p["missing"] else ""))
+    return "\n".join(lines)

@@ -1,0 +1,115 @@
+"""Learning curves against training samples seen (Kingma & Welling's figures 2 and 3).
+
+At log-spaced numbers of training samples evaluated (`curve_per_decade` per decade, the
+first step and the last), the run's own bound (its objective's, e.g. KW's estimator B) on
+its whole training set and on the whole test set, both binarised once (seed 123, as
+evaluation binarises the test set); with `curve_ml_points` also KW's HMC estimate of the
+marginal likelihood (`iwae.estimators.marginal`) and L_k on that many random training and test points.
+Each point has its own random stream, seeded by the run and the step, so training and
+resumption are unchanged and a point computed again after a resume has the same value.
+Rows go to curve.csv in the run directory as the run goes, and into its checkpoints, so a
+resumed run keeps them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+
+import torch
+
+from iwae.data import datasets
+from iwae.data.datasets import subset
+from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
+from iwae.estimators.marginal import HMCConfig, log_marginal
+from iwae.system.files import write_text
+from iwae.training.callbacks import Callback
+
+COLUMNS = ["samples", "step", "epoch", "train_bound", "test_bound", "train_ml", "test_ml", "train_lk", "test_lk",
+           "ml_accept", "seconds"]  # fmt: skip
+BINARISATION_SEED = 123  # as evaluation's test set
+ML_CHECK_K = 5000  # L_k beside the HMC estimate, as a check
+
+
+def curve_steps(total_steps: int, batch: int, per_decade: int) -> list[int]:
+    """Steps after which a curve point is due: the first step at which the samples seen reach
+    each 10^(j / per_decade), j = 0, 1, ..., and the last step."""
+    steps, j = {total_steps}, 0
+    while (samples := 10 ** (j / per_decade)) <= total_steps * batch:
+        steps.add(max(1, math.ceil(samples / batch - 1e-9)))
+        j += 1
+    return sorted(steps)
+
+
+class LearningCurve(Callback):
+    """The curve's points, computed as the run passes them (`after_steps`), kept in its
+    checkpoints and written to curve.csv as the run goes and at its end."""
+
+    def __init__(self, trainer):
+        cfg = trainer.cfg
+        self.due_steps = set(curve_steps(cfg.total_epochs * trainer.n_batches, cfg.batch_size, cfg.curve_per_decade))
+        self.stops = sorted(self.due_steps)  # where graphed steps pause for the host
+        bits = torch.Generator().manual_seed(BINARISATION_SEED)
+
+        def once(x):
+            return datasets.binarize(x.cpu(), bits).to(trainer.device) if trainer.binarize else x
+
+        self.x_train, self.x_test = once(trainer.x), once(trainer.data.test)
+        n = cfg.curve_ml_points
+        self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(trainer.device)] if n else None
+        self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(trainer.device)] if n else None
+        self.rows: list[dict] = []
+        self.path = trainer.out_dir / "curve.csv"
+
+    def after_steps(self, trainer, stage, epoch, step):
+        done = trainer.done_epochs * trainer.n_batches + step  # steps of the whole run so far
+        if done in self.due_steps:
+            self.point(trainer, done, trainer.done_epochs + step / trainer.n_batches)
+
+    def state(self):
+        return {"curve": self.rows}
+
+    def restore(self, checkpoint):
+        self.rows = list(checkpoint.get("curve", []))
+
+    def finish(self, trainer, record):
+        write(self.path, self.rows)
+        record["curve"] = self.rows
+
+    @torch.no_grad()
+    def bound(self, trainer, x: torch.Tensor, generator) -> float:
+        """The run's objective's bound, averaged over the rows of x."""
+        k, objective = trainer.cfg.k, trainer.objective
+        batch = max(1, 20_000 // k)
+        total = 0.0
+        for i in range(0, x.shape[0], batch):
+            fp = trainer.backend.forward(x[i : i + batch], k, generator)
+            terms = {name: fp.terms[name] for name in objective.terms} if objective.terms else None
+            total += objective(fp.log_w, terms).bound.double().sum().item()
+        return total / max(1, x.shape[0])
+
+    def point(self, trainer, step: int, epoch: float) -> None:
+        cfg, started = trainer.cfg, time.monotonic()
+        gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 1_000_003 + step)
+        row = {"samples": step * cfg.batch_size, "step": step, "epoch": round(epoch, 4),
+               "train_bound": self.bound(trainer, self.x_train, gen), "test_bound": self.bound(trainer, self.x_test, gen)}  # fmt: skip
+        if self.ml_train is not None:
+            for split, x in (("train", self.ml_train), ("test", self.ml_test)):
+                ml, stats = log_marginal(trainer.model, x, HMCConfig(), gen)
+                row[f"{split}_ml"] = ml.mean().item()
+                row["ml_accept"] = round(stats["accept_rate"].mean().item(), 3)
+                lk = dataset_log_likelihood(trainer.backend, x, ML_CHECK_K, gen, 20, default_chunk(trainer.device, 20))
+                row[f"{split}_lk"] = lk.mean().item()
+        row["seconds"] = round(time.monotonic() - started, 2)
+        self.rows = [r for r in self.rows if r["step"] < step] + [row]
+        write(self.path, self.rows)
+
+
+def write(path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
