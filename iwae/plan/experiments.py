@@ -271,7 +271,9 @@ class Plan:
             check_results_dir(config.get("results", "results/paper")),
         )
         runs = plan.runs
-        for exp in experiments.values():
+        # a preset may narrow a grid that an unselected second stage continues: only the
+        # experiments this configuration builds must find their first stages
+        for exp in (experiments[name] for name in plan.selected):
             for run in exp.runs:
                 if run.first_stage and run.first_stage not in runs:
                     raise UserError(
