@@ -40,8 +40,6 @@ experiments:
     layers: [1]
     objectives: [iwae]
     k: [1]
-  table2: # not built; its pairs must name runs that exist
-    pairs: [{dataset: mnist, layers: 1, first: iwae, first_k: 1, second: vae, second_k: 1}]
 """
 RUN = "results/smoke/runs/table1/mnist-1l-iwae-k1-s1"
 DATA = "results/data/mnist.npz"
@@ -359,7 +357,7 @@ def test_presets_keep_their_runs_apart(finished, tmp_path):
     work = _copy(finished, tmp_path / "work")
     dry = snakemake(work, "-n", "--cores", "2", "--configfile", ROOT / "presets" / "quick.yaml")
     assert dry.returncode == 0, dry.stderr[-3000:]
-    assert "results/quick/runs/table1/mnist-1l-iwae-k1-s1/model.pt" in dry.stdout
+    assert "results/quick/runs/table1/mnist-1l-iwae-k5-s1/model.pt" in dry.stdout
     assert "results/smoke/runs" not in dry.stdout
 
 

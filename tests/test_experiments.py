@@ -13,6 +13,7 @@ import yaml
 from iwae.errors import UserError
 from iwae.estimators import objectives
 from iwae.estimators.objectives import Coefficients, Estimate, Objective
+from iwae.plan.config import TrainConfig
 from iwae.plan.experiments import Plan, layers_tag
 from iwae.report import tables
 
@@ -43,7 +44,10 @@ def test_default_config_is_table1_and_its_runs():
     assert plan.selected == ["table1"]
     table1 = plan.experiments["table1"]
     ids = [r.id for r in table1.runs]
-    assert len(ids) == 24 and ids[0] == "mnist-1l-vae-k1-s1" and "omniglot-2l-iwae-k50-s1" in ids
+    # 24 cells, 20 runs: the VAE and IWAE cells with k = 1 share one run per dataset and depth
+    assert len(ids) == 20 and ids[0] == "mnist-1l-vae-k1-s1" and "omniglot-2l-iwae-k50-s1" in ids
+    assert "mnist-1l-iwae-k1-s1" not in ids and table1.shared["mnist-1l-iwae-k1-s1"] == "mnist-1l-vae-k1-s1"
+    assert plan.run("table1", "mnist-1l-iwae-k1-s1").id == "mnist-1l-vae-k1-s1"
     run = plan.run("table1", "mnist-2l-iwae-k50-s1")
     assert (run.dataset, run.layers, run.objective, run.k, run.seed) == ("mnist", 2, "iwae", 50, 1)
     options = run.train_options()
@@ -61,8 +65,8 @@ def test_outputs_of_each_experiment():
                               "table1_vs_paper.html"]  # fmt: skip
     figures = table1.figures()
     assert "nll_vs_k" in figures and "curves_mnist_1l" in figures and "variances_omniglot_2l" in figures
-    assert sum(f.startswith("samples/") for f in figures) == 24
-    assert len(figures) == 4 * 2 + 1 + 24
+    assert sum(f.startswith("samples/") for f in figures) == 20
+    assert len(figures) == 4 * 2 + 1 + 20
     single_k = plan.experiments["estimators"]
     assert "nll_vs_k" not in single_k.figures() and single_k.layout == "bounds"
     assert plan.experiments["table2"].layout == "two-stage"
@@ -80,7 +84,7 @@ def test_two_stage_runs_link_to_their_first_stage():
 def test_seeds_and_explicit_architectures_multiply_runs():
     plan = Plan.from_config(with_changes(table1={"seeds": [1, 2, 3], "layers": [1, "200-200-2"]}))
     ids = [r.id for r in plan.experiments["table1"].runs]
-    assert len(ids) == 72 and "mnist-L200x200x2-iwae-k50-s3" in ids
+    assert len(ids) == 60 and "mnist-L200x200x2-iwae-k50-s3" in ids
     assert layers_tag("200-200-100/100-100-50") == "L200x200x100_100x100x50"
 
 
@@ -110,8 +114,10 @@ def test_experiment_overrides_merge_key_by_key():
     ],
 )
 def test_config_errors_name_the_key(change, key):
+    config = with_changes(**change)
+    config["run_experiments"] = ["table1", "table2"]
     with pytest.raises(UserError) as err:
-        Plan.from_config(with_changes(**change))
+        Plan.from_config(config)
     assert key in str(err.value), str(err.value)
 
 
@@ -163,11 +169,11 @@ def test_packs_group_an_experiments_runs_by_dataset():
     plan = Plan.from_config(CONFIG)
     assert plan.packs("none") == []
     packs = [p for p in plan.packs("dataset") if p.experiment == "table1"]
-    assert [(p.name, len(p.runs)) for p in packs] == [("mnist", 12), ("omniglot", 12)]
+    assert [(p.name, len(p.runs)) for p in packs] == [("mnist", 10), ("omniglot", 10)]
     assert {r.dataset for r in packs[0].runs} == {"mnist"}
     small = [p for p in plan.packs(5) if p.experiment == "table1"]
     assert [(p.name, len(p.runs)) for p in small] == [
-        ("mnist-1", 5), ("mnist-2", 5), ("mnist-3", 2), ("omniglot-1", 5), ("omniglot-2", 5), ("omniglot-3", 2)
+        ("mnist-1", 5), ("mnist-2", 5), ("omniglot-1", 5), ("omniglot-2", 5)
     ]  # fmt: skip
     second = [p for p in plan.packs("dataset") if p.experiment == "table2"]
     assert len(second) == 1 and all(r.first_stage for r in second[0].runs)  # second stages pack among themselves
@@ -178,6 +184,30 @@ def test_packs_group_an_experiments_runs_by_dataset():
     config["compute"]["pack"] = "runs"
     with pytest.raises(UserError, match="compute.pack: 'runs'"):
         Plan.from_config(config)
+
+
+def test_cells_of_one_objective_share_a_run_unless_asked_for_both():
+    """VAE and IWAE with k = 1 are one objective: one run, which says so in its options (and
+    so in train.json), fills both cells; a second stage of the shared cell continues that run."""
+    plan = Plan.from_config(with_changes(table2={"pairs": [
+        {"dataset": "mnist", "layers": 1, "first": "iwae", "first_k": 1, "second": "iwae", "second_k": 5}]}))  # fmt: skip
+    run = plan.run("table1", "mnist-1l-vae-k1-s1")
+    assert run.train_options()["shared_cells"] == ["iwae"]
+    assert "shared_cells" not in plan.run("table1", "mnist-1l-iwae-k5-s1").train_options()
+    assert plan.experiments["table2"].runs[0].first_stage == ("table1", "mnist-1l-vae-k1-s1")
+    both = Plan.from_config(with_changes(table1={"share_runs": False})).experiments["table1"]
+    assert len(both.runs) == 24 and both.shared == {}
+    # other protocols, variants or objectives that differ at k = 1 never share
+    estimators = Plan.from_config(with_changes(estimators={"k": [1], "objectives": ["iwae", "stl", "dreg"]}))
+    assert len(estimators.experiments["estimators"].runs) == 3
+    with pytest.raises(UserError, match="names stl, not the same objective as vae with k = 1"):
+        TrainConfig.from_dict({"data": "x.npz", "objective": "vae", "k": 1, "shared_cells": ["stl"]})
+    with pytest.raises(UserError, match="names iwae, not the same objective as vae with k = 5"):
+        TrainConfig.from_dict({"data": "x.npz", "objective": "vae", "k": 5, "shared_cells": ["iwae"]})
+    # recorded, not a different run: a checkpoint written without it resumes with it
+    plain = TrainConfig.from_dict({"data": "x.npz", "objective": "vae", "k": 1})
+    shared = TrainConfig.from_dict({"data": "x.npz", "objective": "vae", "k": 1, "shared_cells": ["iwae"]})
+    assert plain.fingerprint() == shared.fingerprint() and shared.differences(plain.to_dict()) == []
 
 
 def test_variants_are_runs_of_their_own():
@@ -232,7 +262,7 @@ def test_every_seed_table_is_an_experiment_with_its_source():
     IWAE) under theirs: each an experiment whose table sets the seed's values beside ours."""
     plan = Plan.from_config(CONFIG)
     seed000 = plan.experiments["seed000"]
-    assert len(seed000.runs) == 24 and seed000.reference == "seed000" and seed000.layout == "nll-au"
+    assert len(seed000.runs) == 20 and seed000.reference == "seed000" and seed000.layout == "nll-au"
     run = plan.run("seed000", "omniglot-2l-iwae-k50-s1").train_options()
     assert run["epochs_per_stage"] == [1, 3, 9, 27, 81, 243] and run["lr_decade_stages"] == 5
     assert run["batch_size"] == 100 and run["train_split"] == "train+valid" and run["output_bias"] == "zero"
@@ -240,7 +270,7 @@ def test_every_seed_table_is_an_experiment_with_its_source():
     assert sorted(r.id for r in nbip.runs if r.objective == "dreg") == [
         f"mnist-L200x200x100-dreg-k{k}-s1" for k in (1, 5, 50)
     ]  # fmt: skip
-    assert len(nbip.runs) == 6 + 6 + 3 and nbip.reference == "nbip"
+    assert len(nbip.runs) == 5 + 5 + 3 and nbip.reference == "nbip"
     assert all(r.train_options()["train_split"] == "train+valid" for r in nbip.runs)
     assert "training_samples/mnist-2l-iwae-k50-s1" in nbip.figures()
     given = plan.experiments["nbip-conditional"]

@@ -83,6 +83,23 @@ def test_table1_layout_with_seeds(tmp_path):
     assert row[5] == "84.78" and row[6] == "+1.22" and row[8] == "25"
 
 
+def test_a_shared_run_fills_each_cell_it_trains_and_the_notes_say_so(tmp_path):
+    """VAE and IWAE with k = 1 are one objective: the one run (train.json: shared_cells) is
+    shown in both columns of the table and beside both published values."""
+    shared = record(tmp_path, "t", "mnist-1l-vae-k1-s1", objective="vae", k=1, nll=86.9, units=(19,))
+    rec = json.loads(shared.read_text())
+    rec["training"]["config"]["shared_cells"] = ["iwae"]
+    shared.write_text(json.dumps(rec))
+    own = record(tmp_path, "t", "mnist-1l-iwae-k5-s1", objective="iwae", k=5, nll=85.6, units=(22,))
+    build.table("t", "nll-au", [shared, own], tmp_path / "tables", "T")
+    md = (tmp_path / "tables" / "t.md").read_text()
+    assert md.count("86.90") == 2, md  # the VAE and the IWAE cell with k = 1
+    assert "IWAE with k = 1 is the same objective as the VAE: one run fills both cells (mnist-1l-vae-k1-s1)" in md
+    cmp = (tmp_path / "tables" / "t_vs_paper.md").read_text()
+    assert cmp.count("86.90") == 2 and "86.76" in cmp
+    assert records.frame([shared]).loc[0, "shared_cells"] == "iwae"  # summary.csv: one row per run, as trained
+
+
 def test_two_layer_units_and_markdown(tmp_path):
     p = record(tmp_path, "t", "mnist-2l-iwae-k5-s1", layers="2", units=(21, 5), nll=84.0)
     t = tables.nll_au(records.frame([p]))

@@ -29,13 +29,17 @@ SMOKE = ROOT / "presets" / "smoke.yaml"
 
 
 def test_default_dag_is_table1(tmp_path):
-    result = snakemake(tmp_path, "-n", "--cores", "2")
+    result = snakemake(tmp_path, "-n", "-p", "--cores", "2")
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert counts["train"] == 24 and counts["evaluate"] == 24, counts
+    # 24 cells, 20 runs: with k = 1 the VAE and IWAE are one objective, trained once
+    assert counts["train"] == 20 and counts["evaluate"] == 20, counts
     assert counts["table"] == 1 and counts["report"] == 1
     runs = set(re.findall(r"results/paper/runs/table1/([^/\s]+)/model\.pt", result.stdout))
-    assert len(runs) == 24 and "omniglot-2l-iwae-k50-s1" in runs and "mnist-1l-vae-k1-s1" in runs
+    assert len(runs) == 20 and "omniglot-2l-iwae-k50-s1" in runs and "mnist-1l-vae-k1-s1" in runs
+    assert "mnist-1l-iwae-k1-s1" not in runs
+    shared = re.search(r"iwae train --out results/paper/runs/table1/mnist-1l-vae-k1-s1 .*", result.stdout)
+    assert "--shared-cells iwae" in shared.group(0)  # and so its train.json says
 
 
 def test_paper_protocol_reaches_the_jobs(tmp_path):
@@ -76,7 +80,7 @@ def test_resources_are_portable(tmp_path):
     cpu = snakemake(tmp_path, "-n", "--cores", "2")
     gpu = snakemake(tmp_path, "-n", "--cores", "2", "--configfile", ROOT / "presets" / "gpu.yaml")
     assert cpu.returncode == 0 and gpu.returncode == 0, gpu.stderr
-    for output, gpus, jobs in ((cpu.stdout, 0, 48), (gpu.stdout, 1, 24 + 2)):  # the GPU preset packs
+    for output, gpus, jobs in ((cpu.stdout, 0, 40), (gpu.stdout, 1, 20 + 2)):  # the GPU preset packs
         blocks = re.findall(r"rule (train\w*|evaluate):\n(.*?)\n\n", output, re.S)
         assert len(blocks) == jobs
         for _, block in blocks:
@@ -134,7 +138,7 @@ def test_estimators_dag(tmp_path):
 
 def test_fixed_binarization_dag(tmp_path):
     out = _dry(tmp_path, "run_experiments: [fixed-binarization]\n")
-    assert job_counts(out)["train"] == 6 and "binarized_mnist/binarized_mnist_train.amat.gz" in out
+    assert job_counts(out)["train"] == 5 and "binarized_mnist/binarized_mnist_train.amat.gz" in out
     assert "--train-points 10000" in _job(out, "evaluate", "mnist-fixed-1l-iwae-k50-s1")
 
 
@@ -143,11 +147,11 @@ def test_packed_dag_has_one_training_job_per_experiment_and_dataset(tmp_path):
     counts = job_counts(out)
     train_jobs = {rule: n for rule, n in counts.items() if rule.startswith("train")}
     assert train_jobs == {"train_table1_mnist": 1, "train_table1_omniglot": 1}, counts
-    assert counts["evaluate"] == 24 and counts["pack_file"] == 2 and counts["table"] == 1
+    assert counts["evaluate"] == 20 and counts["pack_file"] == 2 and counts["table"] == 1
     job = _job(out, "train_table1_mnist", "mnist-2l-iwae-k50-s1")
     assert "iwae train --pack results/paper/packs/table1/mnist.json --threads 2" in job
-    assert job.split("output:")[1].split("\n")[0].count("/model.pt") == 12
-    assert "runtime=25920" in job  # two processes on two threads, six runs each: 6 x 4320 minutes
+    assert job.split("output:")[1].split("\n")[0].count("/model.pt") == 10
+    assert "runtime=21600" in job  # two processes on two threads, five runs each: 5 x 4320 minutes
 
 
 def test_packed_second_stages_wait_for_their_first_stages(tmp_path):
@@ -161,7 +165,7 @@ def test_packed_second_stages_wait_for_their_first_stages(tmp_path):
 
 def test_seeds_multiply_runs(tmp_path):
     out = _dry(tmp_path, "experiments:\n  table1:\n    seeds: [1, 2, 3]\n")
-    assert job_counts(out)["train"] == 72 and "mnist-2l-iwae-k50-s3" in out
+    assert job_counts(out)["train"] == 60 and "mnist-2l-iwae-k50-s3" in out
 
 
 def test_quick_preset_anneals_table1_to_the_papers_last_learning_rate(tmp_path):
@@ -169,9 +173,9 @@ def test_quick_preset_anneals_table1_to_the_papers_last_learning_rate(tmp_path):
     # above 1e-4 leaves the 2-layer IWAE behind the VAE at L_5000 (see presets/quick.yaml)
     result = snakemake(tmp_path, "-n", "-p", "--cores", "2", "--configfile", ROOT / "presets" / "quick.yaml")
     assert result.returncode == 0, result.stderr
-    assert job_counts(result.stdout)["train"] == 42
+    assert job_counts(result.stdout)["train"] == 37
     commands = [line for line in result.stdout.splitlines() if "iwae train --out results/quick/runs/table1/" in line]
-    assert len(commands) == 24
+    assert len(commands) == 20
     for command in commands:
         flags = dict(re.findall(r"--([a-z0-9-]+) ([^-\s]\S*)", command))
         schedule = TrainConfig(
@@ -242,8 +246,8 @@ def test_smoke_builds_every_output(smoke):
     again = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE)
     assert "Nothing to be done" in again.stdout + again.stderr
     assert (work / "results/smoke/report.tex").stat().st_size > 1000
-    assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 24
-    assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 24 + 2 + 10 + 6 + 6 + 5 + 7 + 2 + 3 + 1
+    assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 20  # 24 cells
+    assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 20 + 2 + 10 + 5 + 6 + 5 + 7 + 2 + 3 + 1
 
 
 @pytest.mark.slow
@@ -258,9 +262,12 @@ def test_smoke_table1_content(smoke):
         assert all(50 < float(row[c]) < 400 for c in (2, 4, 6, 8)), row
         layers = 1 if i < 3 else 2
         assert all(len(row[c].split("+")) == layers for c in (3, 5, 7, 9)), row
-    # VAE and IWAE with k = 1 are the same objective: same seed, same run, same numbers
+    # VAE and IWAE with k = 1 are the same objective: one run fills both cells, and says so
     for row in (rows[0], rows[3]):
         assert row[2] == row[4] and row[6] == row[8] and row[3] == row[5]
+    assert "IWAE with k = 1 is the same objective as the VAE: one run fills both cells" in header
+    trained = json.loads((work / "results/smoke/runs/table1/mnist-1l-vae-k1-s1/train.json").read_text())
+    assert trained["config"]["shared_cells"] == ["iwae"]
     tex = (work / "results/smoke/tables/table1.tex").read_text()
     assert r"\toprule" in tex and r"\multicolumn{4}{c}{MNIST}" in tex and "16+5" not in tex
 
@@ -269,14 +276,14 @@ def test_smoke_table1_content(smoke):
 def test_smoke_vs_paper_and_summary(smoke):
     work, _ = smoke
     rows = _markdown_rows(work / "results/smoke/tables/table1_vs_paper.md")
-    assert len(rows) == 24
+    assert len(rows) == 24  # every cell, the shared ones included
     mnist_iwae_50 = next(r for r in rows if r[:4] == ["MNIST", "1", "IWAE", "50"])
     assert mnist_iwae_50[5] == "84.78" and mnist_iwae_50[8] == "25"
     assert math.isclose(float(mnist_iwae_50[6]), float(mnist_iwae_50[4]) - 84.78, abs_tol=0.011)
     assert all(r[5].endswith("†") for r in rows if r[0].startswith("Omniglot"))
     with open(work / "results/smoke/tables/summary.csv") as f:
         summary = list(csv.DictReader(f))
-    assert len(summary) == 24 + 2 + 10 + 6 + 6 + 5 + 7 + 2 + 3 + 1  # every run of every experiment
+    assert len(summary) == 20 + 2 + 10 + 5 + 6 + 5 + 7 + 2 + 3 + 1  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
     record = json.loads((work / "results/smoke/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
@@ -506,7 +513,7 @@ def test_packed_runs_are_the_runs_trained_alone(smoke, tmp_path, raw_dir):
                        env={"IWAE_DATA_MIRROR": str(raw_dir)})  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     runs = list((tmp_path / "w/results/smoke/runs").glob("*/*/model.pt"))
-    assert len(runs) == 12 + 2  # the first stages' pack is all of Table 1's MNIST runs
+    assert len(runs) == 10 + 2  # the first stages' pack is all of Table 1's MNIST runs
     for model in runs:
         relative = model.relative_to(tmp_path / "w")
         ours, alone = (torch.load(p, weights_only=True)["model"]["params"] for p in (model, work / relative))

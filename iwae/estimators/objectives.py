@@ -22,7 +22,8 @@ into gradients, so every estimator is written once, for any model.
            analytic; its gradient comes from those two terms, which the model returns
            (`terms`: log_lik 1/k each, kl -1), not from the log weights
 
-w~ are the normalised weights, treated as constants. Coefficients are divided by the batch
+With one sample IWAE is the VAE, value and gradient (`with_one_sample`): the workflow trains
+such cells once (`Objective.trains_as`). w~ are the normalised weights, treated as constants. Coefficients are divided by the batch
 size, so gradients are those of the batch mean. An objective is named by a short spec:
 "iwae", "vae", "miwae-m8", "piwae-m4", "ciwae-b0.05", "stl", "dreg".
 
@@ -84,6 +85,8 @@ class Estimator:
     # the terms of the forward pass it needs besides the log weights (a model family that
     # computes them, e.g. the analytic KL of the AEVB family)
     terms: tuple[str, ...] = ()
+    # the objective it is with one sample, value and gradient alike (IWAE with k = 1 is the VAE)
+    with_one_sample: str | None = None
 
 
 REGISTRY: dict[str, Estimator] = {}
@@ -125,7 +128,7 @@ def vae(log_w: Tensor) -> Estimate:
     return Estimate(log_w.mean(0), Coefficients(c, c, c))
 
 
-@estimator("iwae", "IWAE")
+@estimator("iwae", "IWAE", with_one_sample="vae")
 def iwae(log_w: Tensor) -> Estimate:
     bound, w = _normalised(log_w)
     c = w / log_w.shape[1]
@@ -243,6 +246,13 @@ class Objective:
     @property
     def terms(self) -> tuple[str, ...]:
         return self.entry.terms
+
+    def trains_as(self, k: int) -> str:
+        """The spec of the objective it is with k samples: runs of two objectives with the same
+        `trains_as` (and the same protocol) are one run, e.g. IWAE and the VAE with k = 1."""
+        if k == 1 and self.entry.with_one_sample:
+            return self.entry.with_one_sample
+        return self.spec
 
     def __call__(self, log_w: Tensor, terms: dict[str, Tensor] | None = None) -> Estimate:
         fn = self.entry.function

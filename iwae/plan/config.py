@@ -5,7 +5,8 @@ with errors that name the key at fault. Each field is a config key of the workfl
 
 Fields marked runtime (device, threads, checkpoint interval, backend, chunk) decide where and
 how fast a run goes, not what it computes; they are left out of the fingerprint that guards
-resumption. Fields marked workflow are read by the workflow only (which figures to draw).
+resumption, as are fields marked record (what the run's record says of it, e.g. the table
+cells it fills). Fields marked workflow are read by the workflow only (which figures to draw).
 
 Importing this module does not import PyTorch, so that configuration checks start fast.
 """
@@ -134,6 +135,12 @@ class TrainConfig(_Options):
     objective: str = _opt("iwae", "vae, iwae, miwae-m<M>, piwae-m<M>, ciwae-b<beta>, stl or dreg")
     k: int = _opt(1, "samples per data point")
     seed: int = _opt(1, "seed of the run's random stream (initialisation, shuffling, binarisation, samples)")
+    shared_cells: list[str] = _opt(
+        [],
+        "the other objectives whose table cells this run also fills, being the same objective at its k (IWAE for "
+        "a VAE run with k = 1); recorded in train.json, not part of what the run computes",
+        record=True,
+    )
     epochs_per_stage: list[int] = _opt(PAPER_EPOCHS, "epochs of each stage (paper: 1,3,...,2187)")
     lr: float = _opt(1e-3, "learning rate of the first stage")
     lr_decade_stages: float = _opt(7.0, "stage i uses lr * 10^(-i / this): tenfold decay over 7 stages")
@@ -267,6 +274,11 @@ class TrainConfig(_Options):
         objective = Objective.parse(self.objective)
         self._positive_int("k")
         objective.check_samples(self.k)
+        need(isinstance(self.shared_cells, list), "shared_cells", "must be a list of objectives")
+        for other in self.shared_cells:
+            same = Objective.parse(other).trains_as(self.k) == objective.trains_as(self.k)
+            need(same and other != self.objective, "shared_cells", f"names {other}, not the same objective as "
+                 f"{self.objective} with k = {self.k}")  # fmt: skip
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         need(
             isinstance(self.epochs_per_stage, list)
@@ -358,7 +370,7 @@ class TrainConfig(_Options):
         left_out, defaults = {"data"}, self.defaults()
         for f in dataclasses.fields(self):
             at_default = f.metadata.get("fingerprint") == "unless-default" and getattr(self, f.name) == defaults[f.name]
-            if f.metadata.get("runtime") or at_default:
+            if f.metadata.get("runtime") or f.metadata.get("record") or at_default:
                 left_out.add(f.name)
         return {k: v for k, v in self.to_dict().items() if k not in left_out}
 
@@ -512,6 +524,8 @@ def add_flags(p, kind) -> None:
         args = typing.get_args(hint)
         if hint == list[int]:
             parse = int_list
+        elif hint == list[str]:
+            parse = _name_list
         elif hint == list[float]:
             parse = _float_list
         elif type(None) in args:
@@ -544,6 +558,10 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+
+
+def _name_list(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
 
 
 def _float_list(text: str) -> list[float]:

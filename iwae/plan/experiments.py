@@ -18,7 +18,9 @@ not import PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import posixpath
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +133,9 @@ class Experiment:
     samples_figure: bool
     figure_kinds: tuple[str, ...] = figures.DEFAULT
     reference: str = "paper"  # whose published values its table compares with (iwae.plan.references)
+    # cells that another run fills, being the same objective (IWAE with k = 1 is the VAE):
+    # the cell's id -> the id of the run that trains it (see `share_runs`)
+    shared: dict[str, str] = field(default_factory=dict)
 
     def tables(self) -> list[str]:
         """Table files (under the tables directory) this experiment writes."""
@@ -230,6 +235,9 @@ class Plan:
         return {(run.experiment, run.id): run for exp in self.experiments.values() for run in exp.runs}
 
     def run(self, experiment: str, run_id: str) -> PlannedRun:
+        """A run by its id, or the run that fills a shared cell of that id."""
+        exp = self.experiments.get(experiment)
+        run_id = exp.shared.get(run_id, run_id) if exp else run_id
         found = self.runs.get((experiment, run_id))
         if found is None:
             raise UserError(f"no run {run_id} in experiment {experiment}")
@@ -270,6 +278,8 @@ class Plan:
             list(config.get("run_experiments", [])),
             check_results_dir(config.get("results", "results/paper")),
         )
+        for exp in experiments.values():  # a second stage continues the run that fills a shared cell
+            exp.runs = [_continuing(run, experiments) for run in exp.runs]
         runs = plan.runs
         # a preset may narrow a grid that an unselected second stage continues: only the
         # experiments this configuration builds must find their first stages
@@ -284,6 +294,36 @@ class Plan:
 
 
 # --------------------------------------------------------------------------- construction
+
+
+def _continuing(run: PlannedRun, experiments: dict[str, Experiment]) -> PlannedRun:
+    """`run`, its first stage named by the run that trains it where that cell is shared."""
+    if not run.first_stage or run.first_stage[0] not in experiments:
+        return run
+    base, first = run.first_stage
+    trained = experiments[base].shared.get(first, first)
+    return run if trained == first else dataclasses.replace(run, first_stage=(base, trained))
+
+
+def _share(runs: list[PlannedRun]) -> tuple[list[PlannedRun], dict[str, str]]:
+    """Train once what several cells would train alike: runs whose objectives are the same
+    at their k (IWAE and the VAE with k = 1) and whose protocols are equal become the first
+    of them, which records the others' objectives in `shared_cells`. Returns the runs left
+    and {shared cell's id: id of the run that fills it}."""
+    kept: dict[tuple, PlannedRun] = {}
+    shared: dict[str, str] = {}
+    for run in runs:
+        same = Objective.parse(run.objective).trains_as(run.k)
+        key = (run.dataset, str(run.layers), same, run.k, run.seed, run.variant, run.part,
+               json.dumps(run.protocol, sort_keys=True), json.dumps(run.evaluation, sort_keys=True))  # fmt: skip
+        first = kept.get(key)
+        if first is None:
+            kept[key] = run
+            continue
+        cells = [*first.protocol.get("shared_cells", []), run.objective]
+        kept[key] = dataclasses.replace(first, protocol={**first.protocol, "shared_cells": cells})
+        shared[run.id] = first.id
+    return list(kept.values()), shared
 
 
 def _check_options(kind, values: dict, where: str) -> None:
@@ -331,13 +371,15 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
     figure_kinds = tuple(exp.get("figures", figures.DEFAULT))
     _check_names(f"{where}.figures", list(figure_kinds), figures.get)
     common = {"experiment": name, "protocol": protocol, "evaluation": evaluation}
-    runs = []
+    runs, shared = [], {}
     if kind == "grid":
         parts = exp.get("parts") or {None: {}}
         for part, overrides in parts.items():
             runs += _grid_runs(f"{where}.parts.{part}" if part else where, {**exp, **overrides}, part, common)
         if len({r.id for r in runs}) != len(runs):
             raise UserError(f"{where}.parts: two parts declare the same run")
+        if exp.get("share_runs", True):
+            runs, shared = _share(runs)
         ks = list(dict.fromkeys(run.k for run in runs))
     else:
         base = exp.get("first_stage")
@@ -364,7 +406,7 @@ def _experiment(name: str, exp: dict, config: dict, declared: dict) -> Experimen
                 )
             )
         ks = list(dict.fromkeys(run.k for run in runs))
-    return Experiment(name, kind, title, layout, runs, ks, samples, figure_kinds, source)
+    return Experiment(name, kind, title, layout, runs, ks, samples, figure_kinds, source, shared)
 
 
 def _grid_runs(where: str, grid: dict, part: str | None, common: dict) -> list[PlannedRun]:

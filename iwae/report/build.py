@@ -42,7 +42,7 @@ def table(
 ) -> None:
     """The experiment's table in `layout` and its comparison with the published values of
     `source` (and of every other source with the same cells)."""
-    df = records.frame(evals, experiment)
+    df = records.cells(records.frame(evals, experiment))
     ours, cmp = TABLES[layouts.get(layout).name](df, source)
     title = title or default_title(experiment)
     ours.write(Path(out_dir) / experiment, f"{title} (this pipeline)")

@@ -30,7 +30,7 @@ import pandas as pd  # noqa: E402
 from iwae.errors import UserError  # noqa: E402
 from iwae.estimators.objectives import label as objective_label  # noqa: E402
 from iwae.plan import references  # noqa: E402
-from iwae.report.records import aggregate  # noqa: E402
+from iwae.report.records import aggregate, cells  # noqa: E402
 from iwae.system.files import atomic_path  # noqa: E402
 
 COLORS = {"vae": "tab:blue", "iwae": "tab:red"}
@@ -177,7 +177,7 @@ def curves(df: pd.DataFrame, stem: Path) -> list[Path]:
 
 
 def nll_vs_k(df: pd.DataFrame, stem: Path) -> list[Path]:
-    agg = aggregate(df, ["dataset", "layers", "objective", "k"])
+    agg = aggregate(cells(df), ["dataset", "layers", "objective", "k"])  # a shared run on each line it fills
     panels = list(dict.fromkeys(zip(agg["dataset"], agg["layers"])))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
     for ax, (dataset, layers) in zip(axes[0], panels):

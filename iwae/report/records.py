@@ -16,7 +16,7 @@ COLUMNS = [
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
     "train_nll", "train_points", "valid_nll", "valid_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
     "eval_git_revision", "init_from", "random", "valid_k", "family", "latent", "hidden", "trained_on",
-    "samples_seen", "grey_levels", "condition", "prior", "train_split", "run_dir",
+    "samples_seen", "grey_levels", "condition", "prior", "train_split", "run_dir", "shared_cells",
 ]  # fmt: skip
 
 
@@ -86,6 +86,7 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "prior": cfg.get("prior", "standard"),
             "train_split": cfg.get("train_split", "train"),
             "run_dir": str(path.parent),
+            "shared_cells": "+".join(cfg.get("shared_cells") or []),  # the other objectives it stands for
             "record": rec,  # the whole record, for the tables and figures that need more of it
         }
     except (KeyError, TypeError) as e:
@@ -97,6 +98,21 @@ def frame(paths: list[Path], experiment: str | None = None) -> pd.DataFrame:
     if not paths:
         raise UserError("no evaluation records given")
     return pd.DataFrame([row(p, experiment) for p in paths], columns=[*COLUMNS, "record"])
+
+
+def cells(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per table cell: a run that also fills the cells of other objectives (being the
+    same objective at its k, e.g. IWAE and the VAE with k = 1; `shared_cells`) appears again
+    under each of them, `filled_by` naming the objective it trained."""
+    rows = df.assign(filled_by="").to_dict("records")
+    for run in [r for r in rows if r["shared_cells"]]:
+        for objective in run["shared_cells"].split("+"):
+            cell = {**run, "objective": objective, "filled_by": run["objective"]}
+            # where the grid has it: before the same objective's larger k, else at the end
+            later = [i for i, r in enumerate(rows) if r["objective"] == objective and r["k"] > cell["k"]
+                     and (r["dataset"], r["architecture"]) == (cell["dataset"], cell["architecture"])]  # fmt: skip
+            rows.insert(later[0] if later else len(rows), cell)
+    return pd.DataFrame(rows, columns=[*df.columns, "filled_by"])
 
 
 def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -67,10 +67,24 @@ def protocol_notes(
         sizes = ", ".join(f"{n:,}" for n in sorted(set(df.loc[df["train_split"] == "train+valid", "trained_on"])))
         notes.append(f"trained on the training and validation splits together ({sizes} points; train_split: "
                      "train+valid)")  # fmt: skip
+    notes += shared_notes(df)
     for dataset in sorted(set(df["dataset"])) if caveats else []:
         entry = catalogue.CATALOGUE.get(dataset)
         if entry and entry.caveat:
             notes.append(f"{entry.label}: {entry.caveat}")
+    return notes
+
+
+def shared_notes(df: pd.DataFrame) -> list[str]:
+    """Which cells one run fills (`records.cells`): the same objective, trained once."""
+    if "filled_by" not in df.columns:
+        return []
+    notes = []
+    for (trained, k), rows in df[df["filled_by"] != ""].groupby(["filled_by", "k"], sort=False):
+        others = " and ".join(objective_label(o) for o in dict.fromkeys(rows["objective"]))
+        runs = ", ".join(sorted(set(rows["run"])))
+        notes.append(f"{others} with k = {k} {'is' if ' and ' not in others else 'are'} the same objective as the "
+                     f"{objective_label(trained)}: one run fills both cells ({runs})")  # fmt: skip
     return notes
 
 
