@@ -167,6 +167,8 @@ def cmd_report(args) -> int:
 
     if args.part == "table":
         build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title, args.reference)
+    elif args.part == "findings":
+        build.findings(args.experiment, args.evals, Path(args.out_dir), args.title, args.reference)
     elif args.part == "figure":
         build.figure(args.kind, Path(args.out_stem), args.evals, args.model, args.models, args.data, args.seed)
     elif args.part == "summary":
@@ -305,6 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--title", help="the experiment's title (default: 'Experiment <name>')")
     q.add_argument("--reference", choices=list(SOURCES), default="paper",
                    help="whose published values the comparison shows first (see iwae.plan.references)")  # fmt: skip
+    q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
+    q.add_argument("--out-dir", default="results/tables")
+    q = parts.add_parser("findings", help="an experiment's findings judged from its runs: holds, contradicted, or "
+                         "not resolved (iwae.plan.findings)")  # fmt: skip
+    q.add_argument("--experiment", required=True)
+    q.add_argument("--title", help="the experiment's title (default: 'Experiment <name>')")
+    q.add_argument("--reference", choices=list(SOURCES), default="paper",
+                   help="whose published values give the published differences (see iwae.plan.references)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")

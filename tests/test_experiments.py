@@ -62,7 +62,9 @@ def test_outputs_of_each_experiment():
     plan = Plan.from_config(CONFIG)
     table1 = plan.experiments["table1"]
     assert table1.tables() == ["table1.tex", "table1.md", "table1.html", "table1_vs_paper.tex", "table1_vs_paper.md",
-                              "table1_vs_paper.html"]  # fmt: skip
+                              "table1_vs_paper.html", "table1_findings.tex", "table1_findings.md",
+                              "table1_findings.html"]  # fmt: skip
+    assert not plan.experiments["posterior"].has_findings  # no finding concerns it: no findings table
     figures = table1.figures()
     assert "nll_vs_k" in figures and "curves_mnist_1l" in figures and "variances_omniglot_2l" in figures
     assert sum(f.startswith("samples/") for f in figures) == 20
@@ -272,6 +274,9 @@ def test_every_seed_table_is_an_experiment_with_its_source():
     ]  # fmt: skip
     assert len(nbip.runs) == 5 + 5 + 3 and nbip.reference == "nbip"
     assert all(r.train_options()["train_split"] == "train+valid" for r in nbip.runs)
+    # nbip's scripts set Keras' Adam epsilon to 1e-4, the paper's, on minibatch-mean losses
+    for run in nbip.runs + plan.experiments["nbip-conditional"].runs:
+        assert run.train_options()["adam_eps"] == 1e-4 and run.train_options().get("reduction", "mean") == "mean"
     assert "training_samples/mnist-2l-iwae-k50-s1" in nbip.figures()
     given = plan.experiments["nbip-conditional"]
     assert len(given.runs) == 3 and all(r.conditional for r in given.runs) and given.reference == "nbip"

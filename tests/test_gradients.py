@@ -109,6 +109,22 @@ def test_vae_and_iwae_agree_for_one_sample():
 
 
 @pytest.mark.parametrize("backend_class", [FusedBackend, AutogradBackend])
+@pytest.mark.parametrize("spec", ["vae", "iwae", "stl"])
+def test_the_official_codes_reduction_is_the_gradient_of_the_minibatch_sum(backend_class, spec):
+    """reduction 'sum' (the official code: T.grad of the minibatch sum): B times the gradient
+    of the mean, for the full gradient and for one that drops the score term."""
+    model = small_model("1", 784)
+    x, noise = batch(model, B=6, k=3)
+    backend, objective = backend_class(model), Objective.parse(spec)
+    _, mean = gradient(backend, objective, x, noise)
+    fp = backend.forward(x, 3, noise=noise, stop_q=objective.stops_q)
+    coefficients = objective(fp.log_w.detach()).coefficients.scaled(6.0)
+    assert (coefficients.score is coefficients.path) == (spec != "stl")  # the full gradient stays the full one
+    backend.backward(fp, coefficients)
+    torch.testing.assert_close(model.buffer.grad, 6.0 * mean, rtol=1e-10, atol=1e-12)  # float64 sums, reordered
+
+
+@pytest.mark.parametrize("backend_class", [FusedBackend, AutogradBackend])
 def test_iwae_gradient_is_normalised_weights_times_grad_log_w(backend_class):
     """grad L_k = sum_i w~_i grad log w_i, with grad log w_i from one-hot coefficients."""
     model = small_model("1", 784)

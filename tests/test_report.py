@@ -215,6 +215,26 @@ def test_re_implementations_beside_the_paper_and_rainforth(tmp_path):
     assert any(n.startswith("pythae: batch 20, 3,280 epochs") for n in cmp.notes)
 
 
+def test_every_source_names_the_version_read_and_each_cell_its_own_protocol(tmp_path):
+    """Published values carry the version they were read from (commit, document, paper), the
+    notes print it; the fixed-binarisation cells state Larochelle's 50,000 images, not the
+    dynamic protocol's 59,600."""
+    from iwae.plan import references
+
+    for name, source in references.SOURCES.items():
+        assert source.version and "read from" in source.line(), name
+    fixed = record(tmp_path, "fb", "mnist-fixed-1l-iwae-k50-s1", dataset="mnist-fixed", k=50, nll=88.0)
+    notes = tables.vs_paper(records.frame([fixed])).notes
+    paper = next(n for n in notes if n.startswith("paper:"))
+    assert "fixed binarisation of MNIST (50,000 training images)" in paper and "59,600" not in paper
+    assert any(n.startswith("pythae:") and "15b2fa08" in n for n in notes)
+    dynamic = record(tmp_path, "t", "mnist-1l-iwae-k5-s1", nll=85.6)
+    paper = next(n for n in tables.vs_paper(records.frame([dynamic])).notes if n.startswith("paper:"))
+    assert "59,600 MNIST training images" in paper and "fixed" not in paper
+    nbip = next(n for n in tables.vs_paper(records.frame([dynamic]), "nbip").notes if n.startswith("nbip/IWAE:"))
+    assert "epsilon=1e-4" in nbip and "1f63690b" in nbip
+
+
 def test_two_stage_table_reads_the_first_stage(tmp_path):
     first = record(tmp_path, "table1", "mnist-1l-vae-k1-s1", objective="vae", k=1, nll=86.9, units=(19,))
     second = record(tmp_path, "table2", "mnist-1l-vae-k1-to-iwae-k50-s1", objective="iwae", k=50, nll=85.1,

@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from iwae import models
 from iwae.data import datasets
+from iwae.errors import UserError
 from iwae.estimators.likelihood import dataset_log_likelihood
 from iwae.models import LayeredModel
 from iwae.models.likelihoods import Bernoulli
@@ -77,6 +79,26 @@ def test_fused_adam_matches_its_specification():
     up = Adam(torch.zeros(3), torch.ones(3))
     up.step()
     assert torch.all(up.params > 0)
+
+
+def test_one_switch_selects_every_choice_of_the_official_code():
+    """official_code: the official code's update, beta1, rounded rates, minibatch sum,
+    initialisation and fixed order at once; the paper's values stay the defaults, and a third
+    value for one of them is refused rather than silently replaced."""
+    from iwae.plan.config import OFFICIAL_CODE
+
+    official = TrainConfig(data="x.npz", official_code=True)
+    assert {key: getattr(official, key) for key in OFFICIAL_CODE} == {
+        "optimizer": "adam-official", "adam_beta1": 0.99, "lr_rounding": "official", "reduction": "sum",
+        "init": "official", "shuffle": False}  # fmt: skip
+    spelled_out = TrainConfig(data="x.npz", **OFFICIAL_CODE)
+    assert official.fingerprint() == spelled_out.fingerprint() != TrainConfig(data="x.npz").fingerprint()
+    assert TrainConfig.from_dict(official.to_dict()).to_dict() == official.to_dict()
+    with pytest.raises(UserError, match="official_code: sets adam_beta1 to 0.99, but adam_beta1 is 0.5"):
+        TrainConfig(data="x.npz", official_code=True, adam_beta1=0.5)
+    with pytest.raises(UserError, match="reduction: 'sum' is built for the paper's objective"):
+        TrainConfig(data="x.npz", reduction="sum", weight_prior="normal")
+    assert TrainConfig(data="x.npz").reduction == "mean"
 
 
 def test_official_adam_lags_one_step():
@@ -280,6 +302,38 @@ def test_validation_curve_leaves_training_unchanged(prepared, tmp_path):
     logged = {int(r["epoch"]): float(r["valid_bound"]) for r in rows if r["valid_bound"]}
     assert sorted(logged) == [2, 4, 5]  # every 2 epochs, and the last
     assert all(-400 < v < -50 for v in logged.values())
+
+
+def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
+    """evaluation's seed binarises a run's test points for every reader: the workflow hands a
+    seed other than the default to training, whose validation and learning-curve estimates
+    use it; the evaluation records it, and load_run's test set reads it back."""
+    import iwae
+    from iwae.plan.experiments import Plan
+    from iwae.training.callbacks import Validation
+    from iwae.training.loop import Trainer
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["evaluation"]["seed"] = 7
+    assert Plan.from_config(config).run("table1", "mnist-1l-iwae-k5-s1").train_options()["eval_seed"] == 7
+    config["evaluation"]["seed"] = 123  # the default: the commands stay as they were
+    assert "eval_seed" not in Plan.from_config(config).run("table1", "mnist-1l-iwae-k5-s1").train_options()
+
+    data = datasets.load(prepared["mnist"])
+    as_evaluated = data.binarized_test(7)
+    assert not torch.equal(as_evaluated, data.binarized_test(123))
+    cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=2, epochs_per_stage=[1], train_subset=100,
+                      valid_every=1, valid_k=5, curve_per_decade=1, eval_seed=7, threads=1)  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "run", quiet=True, progress=False)
+    assert torch.equal(trainer.curve.x_test, as_evaluated)
+    validation = next(c for c in trainer.callbacks if isinstance(c, Validation))
+    assert torch.equal(validation.x, datasets.binarize(data.valid, torch.Generator().manual_seed(7)))
+    trainer.run()
+    result = run_cli("evaluate", "--run", tmp_path / "run", "--k", "5", "--test-points", "10", "--valid-points", "0",
+                     "--active-points", "20", "--seed", "7", "--threads", "1", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = iwae.load_run(tmp_path / "run")
+    assert run.eval["eval_seed"] == 7 and torch.equal(run.test_set(), as_evaluated)
 
 
 @pytest.mark.parametrize("batches", [2, 15])

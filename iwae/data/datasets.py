@@ -119,9 +119,9 @@ class Data:
         after it (what seed 000 and nbip/IWAE trained on)."""
         return torch.cat([self.train, self.valid]) if split == "train+valid" else getattr(self, split)
 
-    def binarized_test(self, seed: int = 123, grey_levels: bool = False) -> Tensor:
+    def binarized_test(self, seed: int, grey_levels: bool = False) -> Tensor:
         """The test set as evaluation sees it: binarised once, first, from a CPU stream seeded
-        `seed` (evaluation's default), unless the data are continuous or a run models grey levels."""
+        `seed` (evaluation's), unless the data are continuous or a run models grey levels."""
         if self.dynamic and not grey_levels:
             return binarize(self.test.cpu(), torch.Generator().manual_seed(seed)).to(self.test.device)
         return self.test

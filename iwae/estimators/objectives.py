@@ -61,6 +61,21 @@ class Coefficients:
     # estimators written in terms other than the log weights (then decoder = path = None)
     terms: dict[str, Tensor] | None = None
 
+    def scaled(self, factor: float) -> Coefficients:
+        """Every coefficient times `factor` (the gradient of the minibatch sum, not the mean:
+        reduction 'sum'), keeping which of them are one tensor (`score is path`)."""
+        done: dict[int, Tensor] = {}
+
+        def scale(t):
+            if t is None:
+                return None
+            if id(t) not in done:
+                done[id(t)] = t * factor
+            return done[id(t)]
+
+        terms = None if self.terms is None else {name: scale(t) for name, t in self.terms.items()}
+        return Coefficients(scale(self.decoder), scale(self.path), scale(self.score), terms)
+
 
 @dataclass
 class Estimate:

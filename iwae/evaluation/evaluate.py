@@ -111,7 +111,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     record["test"]["of"] = data.test.shape[0]
     record["test"]["conditional"] = conditional  # log p(x | y), not log p(x)
     record["bounds"] = {
-        str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk, condition=c_test))
+        str(kk): _summary(dataset_log_likelihood(backend, x_test, kk, gen, batch, chunk, condition=c_test), True)
         for kk in cfg.extra_k
     }
     if cfg.train_points:

@@ -79,9 +79,13 @@ class Run:
         """E_q[h_j | h_j-1] per stochastic layer (as the active-unit count takes them)."""
         return self.model.posterior_means(self._x(x), generator, **self._given(condition))
 
-    def test_set(self, data: str | Path | None = None, seed: int = 123) -> Tensor:
-        """The run's test set, binarised once as evaluation does (seed 123); from the prepared
-        file it trained on, or `data`."""
+    def test_set(self, data: str | Path | None = None, seed: int | None = None) -> Tensor:
+        """The run's test set, binarised once as its evaluation did (the seed its eval.json
+        records; else the one it trained with, evaluation's default); from the prepared file
+        it trained on, or `data`."""
+        from iwae.plan.config import binarisation_seed
+
+        seed = binarisation_seed(self.config, self.eval) if seed is None else seed
         from iwae.data import datasets
 
         path = Path(data or self.config["data"])

@@ -33,6 +33,23 @@ LIKELIHOODS = ("auto", "bernoulli", "gaussian", "gaussian-sigmoid")
 SAMPLING = ("epochs", "replacement")
 TRAIN_SPLITS = ("train", "train+valid")
 RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
+REDUCTIONS = ("mean", "sum")
+# The seed of the one-off binarisation of the test (and validation) points: evaluation's
+# `seed`, which the workflow also hands to training (`eval_seed`) for the learning-curve and
+# validation estimates, and which a run's record keeps for whoever reads it later
+# (`binarisation_seed`), so that every estimate of a run sees the same bits of a point.
+BINARISATION_SEED = 123
+
+# Where the official code (yburda/iwae) departs from the paper's text, each its own option;
+# `official_code: true` selects them all at once (the paper's values stay the defaults).
+OFFICIAL_CODE = {
+    "optimizer": "adam-official",  # optimizers.py: moments start at 0 and 1, the step lags a gradient
+    "adam_beta1": 0.99,  # optimizers.Adam's default; experiments.py passes only the learning rate
+    "lr_rounding": "official",  # 1e-3, 7.2e-4, 5.2e-4, ...
+    "reduction": "sum",  # iwae.py ascends the gradient of the minibatch sum
+    "init": "official",  # every layer drawn from RandomState(123)
+    "shuffle": False,  # one order of the training set for every epoch
+}
 
 
 def _opt(default, help: str, **kw):
@@ -135,6 +152,12 @@ class TrainConfig(_Options):
     objective: str = _opt("iwae", "vae, iwae, miwae-m<M>, piwae-m<M>, ciwae-b<beta>, stl or dreg")
     k: int = _opt(1, "samples per data point")
     seed: int = _opt(1, "seed of the run's random stream (initialisation, shuffling, binarisation, samples)")
+    variant: str | None = _opt(
+        None, "the name of the run's protocol variant in its experiment (a grid's `variants:`); recorded", record=True
+    )
+    variant: str | None = _opt(
+        None, "the name of the run's protocol variant in its experiment (a grid's `variants:`); recorded", record=True
+    )
     shared_cells: list[str] = _opt(
         [],
         "the other objectives whose table cells this run also fills, being the same objective at its k (IWAE for "
@@ -146,6 +169,12 @@ class TrainConfig(_Options):
     lr_decade_stages: float = _opt(7.0, "stage i uses lr * 10^(-i / this): tenfold decay over 7 stages")
     lr_rounding: str = _opt("none", "'official': round as the official code, 1e-4 * round(1e4 * lr, 1)")
     batch_size: int = _opt(20, "minibatch size")
+    reduction: str = _opt(
+        "mean",
+        "'mean': each step ascends the gradient of the minibatch mean (the paper's text); 'sum': of the minibatch "
+        "sum, batch_size times larger (the official code), which changes what Adam's eps weighs",
+        fingerprint="unless-default",
+    )
     sampling: str = _opt(
         "epochs",
         "'epochs': every point once per epoch (paper); 'replacement': each epoch's minibatches drawn uniformly "
@@ -180,6 +209,13 @@ class TrainConfig(_Options):
         "train (and evaluate) on the grey levels instead of binarised images, with the Bernoulli cross-entropy, as "
         "seed 002 did: its numbers are then not likelihoods",
         fingerprint="unless-default",
+    )
+    official_code: bool = _opt(
+        False,
+        "every choice of the official code where it departs from the paper's text at once: "
+        + ", ".join(f"{key} {value}" for key, value in OFFICIAL_CODE.items())
+        + " (where those options hold the paper's values)",
+        record=True,
     )
     adam_beta1: float = _opt(0.9, "Adam beta1 (paper 0.9; the official code ran with 0.99)")
     adam_beta2: float = _opt(0.999, "Adam beta2")
@@ -257,6 +293,12 @@ class TrainConfig(_Options):
         runtime=True,
     )
     valid_points: int | None = _opt(None, "validation points drawn at random for it; none: all", runtime=True)
+    eval_seed: int = _opt(
+        BINARISATION_SEED,
+        "seed of the one-off binarisation of the validation and test points that the validation and learning-curve "
+        "estimates use: evaluation's seed (the workflow passes it)",
+        runtime=True,
+    )
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
     threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
     checkpoint_minutes: float = _opt(10.0, "write a checkpoint at least this often inside long stages", runtime=True)
@@ -268,6 +310,9 @@ class TrainConfig(_Options):
         from iwae.estimators.objectives import Objective
 
         need = self._need
+        need(isinstance(self.official_code, bool), "official_code", "must be true or false")
+        if self.official_code:
+            self._select_official_code()
         need(isinstance(self.data, str) and bool(self.data), "data", "must name a prepared dataset (.npz)")
         self.layers = str(self.layers)
         Architecture.parse(self.layers)
@@ -280,6 +325,7 @@ class TrainConfig(_Options):
             need(same and other != self.objective, "shared_cells", f"names {other}, not the same objective as "
                  f"{self.objective} with k = {self.k}")  # fmt: skip
         need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
+        need(isinstance(self.eval_seed, int) and self.eval_seed >= 0, "eval_seed", "must be a non-negative integer")
         need(
             isinstance(self.epochs_per_stage, list)
             and len(self.epochs_per_stage) > 0
@@ -304,6 +350,9 @@ class TrainConfig(_Options):
         need(self.init in ("glorot", "official"), "init", "must be 'glorot' or 'official'")
         need(self.train_split in TRAIN_SPLITS, "train_split", f"must be one of {', '.join(TRAIN_SPLITS)}")
         need(self.output_bias in ("mean", "zero"), "output_bias", "must be 'mean' or 'zero'")
+        need(self.reduction in REDUCTIONS, "reduction", f"must be one of {', '.join(REDUCTIONS)}")
+        if self.reduction == "sum":
+            need(self.weight_prior == "none", "reduction", "is built for the paper's objective, not MAP training")
         need(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}")
         need(self.likelihood in LIKELIHOODS, "likelihood", f"must be one of {', '.join(LIKELIHOODS)}")
         need(self.sampling in SAMPLING, "sampling", f"must be one of {', '.join(SAMPLING)}")
@@ -351,6 +400,17 @@ class TrainConfig(_Options):
             "must be a number",
         )
         self._runtime_checks()
+
+    def _select_official_code(self) -> None:
+        """official_code: each of its options takes the official code's value, unless it was
+        set to a third value (neither the paper's nor the official code's), which is refused."""
+        defaults = self.defaults()
+        for key, value in OFFICIAL_CODE.items():
+            given = getattr(self, key)
+            if given != value and given != defaults[key]:
+                raise UserError(f"official_code: sets {key} to {value!r}, but {key} is {given!r}")
+            setattr(self, key, value)
+        self._need(self.family == "layered", "official_code", "is built for the paper's model (family 'layered')")
 
     def learning_rate(self, stage: int, first: float | None = None) -> float:
         """The learning rate of a stage, from `first` (the first stage's; default lr)."""
@@ -432,7 +492,7 @@ class EvalConfig(_Options):
         "also Kingma & Welling's HMC estimate of the marginal likelihood (appendix D) beside L_k, on N random "
         "training points the run trained on and N random test points; 0: none",
     )
-    seed: int = _opt(123, "seed of the test set's one-off binarisation and of the samples")
+    seed: int = _opt(BINARISATION_SEED, "seed of the test set's one-off binarisation and of the samples")
     batch: int = _opt(20, "test points per pass (the official code: 20)")
     chunk: int | None = _opt(None, "samples per point per pass; none: by device", runtime=True)
     backend: str = _opt("auto", "'fused', 'autograd' or 'auto': the forward pass used (the same values)", runtime=True)
@@ -458,6 +518,14 @@ class EvalConfig(_Options):
         self._need(isinstance(self.seed, int) and self.seed >= 0, "seed", "must be a non-negative integer")
         self._need(isinstance(self.samples_figure, bool), "samples_figure", "must be true or false")
         self._runtime_checks()
+
+
+def binarisation_seed(config: dict, evaluation: dict | None = None) -> int:
+    """The seed that binarised a run's test points: its evaluation record's, else the one its
+    training configuration was given, else the default."""
+    if evaluation and "eval_seed" in evaluation:
+        return int(evaluation["eval_seed"])
+    return int(config.get("eval_seed", BINARISATION_SEED))
 
 
 def duplicate_keys(text: str) -> list[str]:

@@ -28,9 +28,9 @@ from typing import Any
 from iwae.data import catalogue
 from iwae.errors import UserError
 from iwae.estimators.objectives import Objective
-from iwae.plan import figures, layouts
+from iwae.plan import figures, findings, layouts
 from iwae.plan.architecture import Architecture
-from iwae.plan.config import EvalConfig, TrainConfig
+from iwae.plan.config import BINARISATION_SEED, EvalConfig, TrainConfig
 from iwae.plan.references import SOURCES
 
 
@@ -111,10 +111,16 @@ class PlannedRun:
         return self.dataset, layers_tag(self.layers)
 
     def train_options(self) -> dict[str, Any]:
-        """The `iwae train` options of this run (all but data, device, threads, init_from)."""
-        return {"layers": self.layers, "objective": self.objective, "k": self.k, "seed": self.seed} | {
-            key: self.protocol[key] for key in sorted(self.protocol)
-        }
+        """The `iwae train` options of this run (all but data, device, threads, init_from);
+        evaluation's binarisation seed where it is not the default, so that the run's own
+        estimates binarise the test points as its evaluation will; its variant's name."""
+        seed = self.evaluation.get("seed", BINARISATION_SEED)
+        return (
+            {"layers": self.layers, "objective": self.objective, "k": self.k, "seed": self.seed}
+            | {key: self.protocol[key] for key in sorted(self.protocol)}
+            | ({"eval_seed": seed} if seed != BINARISATION_SEED else {})
+            | ({"variant": self.variant} if self.variant else {})
+        )
 
     def eval_options(self) -> dict[str, Any]:
         """The `iwae evaluate` options of this run (all but device and threads)."""
@@ -138,8 +144,14 @@ class Experiment:
     shared: dict[str, str] = field(default_factory=dict)
 
     def tables(self) -> list[str]:
-        """Table files (under the tables directory) this experiment writes."""
-        return [f"{self.name}{suffix}.{ext}" for suffix in ("", "_vs_paper") for ext in ("tex", "md", "html")]
+        """Table files (under the tables directory) this experiment writes: its table, beside
+        the published values, and its findings judged where the registry has any."""
+        suffixes = ("", "_vs_paper") + (("_findings",) if self.has_findings else ())
+        return [f"{self.name}{suffix}.{ext}" for suffix in suffixes for ext in ("tex", "md", "html")]
+
+    @property
+    def has_findings(self) -> bool:
+        return bool(findings.for_experiment(self.name))
 
     def groups(self) -> dict[tuple[str, str], list[PlannedRun]]:
         out: dict[tuple[str, str], list[PlannedRun]] = {}

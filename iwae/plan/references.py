@@ -56,6 +56,11 @@ FIXED_BINARIZATION = {
     ("mnist-fixed", 1, "iwae", 50): (87.10, None),
 }
 
+# The official code's README ("Remarks", f6e1a69, 2015-09-08): trained on the 50,000 images of
+# the fixed binarisation, "the models overfit significantly more (about 3.5 nats difference
+# between train and test log-likelihoods)".
+FIXED_BINARIZATION_GAP = 3.5
+
 # Rainforth et al. (2018), "Tighter variational bounds are not necessarily better", 1-layer
 # MNIST, budget M x K = 64: (IWAE-64, log p(x) with k = 5000, -KL(Q||P)).
 RAINFORTH = {
@@ -133,13 +138,21 @@ class Source:
     nll: dict = field(default_factory=dict)  # cell -> test NLL (k = 5000)
     units: dict = field(default_factory=dict)  # cell -> active units
     prose: str | None = None  # how a sentence names it, if not `short`
+    version: str = ""  # the version its values were read from: arXiv version, commit, document date
+    # the protocol of its cells of one (reference) dataset where it is not `protocol`
+    protocols: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.prose or self.short
 
-    def line(self) -> str:
-        return f"{self.short}: {self.protocol} ({self.where})"
+    def line(self, datasets=()) -> str:
+        """Its protocol (that of `datasets`' cells where they have their own), where its
+        numbers are published and which version they were read from."""
+        refs = sorted({reference_dataset(d)[0] for d in datasets})
+        own = [self.protocols[d] for d in refs if d in self.protocols]
+        protocol = "; ".join(own + ([self.protocol] if len(own) < len(refs) or not refs else []))
+        return f"{self.short}: {protocol} ({self.where}; read from {self.version})"
 
 
 def _arch(layers: int | str) -> str:
@@ -159,6 +172,14 @@ SOURCES = {
         },  # fmt: skip
         {(d, _arch(layers), o, k, "unconditional"): v[1] for (d, layers, o, k), v in TABLE1.items()},
         prose="the paper",
+        version="the ICLR 2016 paper as transcribed in seed 003 (2021-09-16) and quoted identically by nbip/IWAE "
+        "(README at 1f63690b); the official README (f6e1a69, 2015-09-08) says arXiv v1 used other code and later "
+        "versions report the published code's numbers; which arXiv version was not checked (arXiv unreachable here)",
+        protocols={
+            "mnist-fixed": "batch 20, 3,280 epochs in 8 stages at 1e-3 x 10^(-i/7), Adam (0.9, 0.999, 1e-4), "
+            "Larochelle & Murray's fixed binarisation of MNIST (50,000 training images), L_5000 on its test set "
+            "(the paper's appendix)",
+        },
     ),
     "seed000": Source(
         "seed 000",
@@ -181,22 +202,30 @@ SOURCES = {
             }.items()
             for k, v in zip((1, 5, 50), values)
         },
+        version="the report as it reached this project (seeds/000_8b0ec1dd8211023e.txt)",
     ),
     "nbip": Source(
         "nbip/IWAE",
         "github.com/nbip/IWAE, README (seed 004)",
-        "the paper's schedule (batch 20, 3,280 epochs), all 60,000 MNIST training images, Keras' Adam (eps 1e-7), "
-        "1-layer models with 100 latent units, L_5000 on the test set",
+        "the paper's schedule (batch 20, 3,280 epochs), all 60,000 MNIST training images, Keras' Adam with "
+        "epsilon=1e-4 set in main.py and every task script, on minibatch-mean losses, 1-layer models with 100 "
+        "latent units, L_5000 on the test set",
         3280,
         {("mnist", arch, o, k, model): -v for (arch, o, k, model), v in NBIP.items()},
+        version="README at commit 1f63690b (2021-01-05; the conditional row since 805f8ffb, 2021-01-28), unchanged "
+        "through 3a5e38b4 (2021-02-05); earlier commits showed other values (814ed57: IWAE 1-layer 86.35, 85.28, "
+        "84.63)",
     ),
     "pythae": Source(
         "pythae",
         "github.com/clementchadebec/benchmark_VAE, examples/scripts/reproducibility (README and the "
         "huggingface.co/clementchadebec/reproduced_* model cards)",
         "batch 20, 3,280 epochs, Adam (eps 1e-4) with the rate cut by 10^(-1/7) after epochs 2, 5, 14, 28, 41, 122, "
-        "365 and 1,094; IWAE on Larochelle's fixed binarisation (50,000 training images), MIWAE, PIWAE and CIWAE on "
-        "60,000 MNIST images; L_5000 on the test set, mean of 5 evaluations",
+        "365 and 1,094; IWAE on Larochelle's fixed binarisation (50,000 training images, its validation file as "
+        "evaluation set); MIWAE, PIWAE and CIWAE on dynamically binarised MNIST, its train_data.npz and "
+        "eval_data.npz together (their sizes are not stated; pythae's data-download.py writes MNIST's 60,000 "
+        "training and 10,000 test images into them); its CIWAE script runs beta 0.5, its README says 0.05; "
+        "L_5000 on the test set, mean of 5 evaluations",
         3280,
         {
             ("mnist-fixed", _arch(1), "iwae", 5, "unconditional"): 87.85,
@@ -205,6 +234,9 @@ SOURCES = {
             ("mnist", _arch(1), "piwae-m8", 64, "unconditional"): 84.58,
             ("mnist", _arch(1), "ciwae-b0.05", 64, "unconditional"): 84.74,
         },
+        version="examples/scripts/reproducibility/README.md at 2a782b9 (2022-09-07; IWAE k = 50 since 8d1a765, "
+        "2022-08-20); IWAE k = 5 only in the Hugging Face card clementchadebec/reproduced_iwae at 15b2fa08 "
+        "(2022-08-19)",
     ),
     "rainforth": Source(
         "Rainforth et al.",
@@ -212,6 +244,8 @@ SOURCES = {
         "the paper's 1-layer MNIST model and schedule, a budget of 64 samples, log p(x) by L_5000",
         3280,
         {("mnist", _arch(1), o, 64, "unconditional"): -v[1] for o, v in RAINFORTH.items()},
+        version="the ICML 2018 paper's table as transcribed in seed 003 (2021-09-16); which arXiv version "
+        "(1802.04537) was not checked",
     ),
 }
 

@@ -49,6 +49,16 @@ def table(
     cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")
 
 
+def findings(
+    experiment: str, evals: list[Path], out_dir: Path, title: str | None = None, source: str = "paper"
+) -> None:
+    """The experiment's findings (`iwae.plan.findings`), each judged from its runs' records."""
+    from iwae.report import findings as judged
+
+    t = judged.table(judged.frame(evals, experiment), experiment, source)
+    t.write(Path(out_dir) / f"{experiment}_findings", f"{title or default_title(experiment)}: the findings, judged")
+
+
 def figure(name: str, out_stem: Path, evals=None, model=None, models=None, data=None, seed: int = 0) -> None:
     """One figure of kind `name`, from what its kind reads: eval.json records, one model file
     and its dataset, or several model files (and their dataset)."""

@@ -32,7 +32,7 @@ def _tex(text: str) -> str:
 
 
 def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, str] | None = None) -> str:
-    """Write report.tex from the tables (results/tables/<experiment>[_vs_paper].tex) and the
+    """Write report.tex from the tables (results/tables/<experiment>[_vs_paper|_findings].tex) and the
     figures (results/figures/<experiment>/...pdf) given, one section per experiment titled as
     `titles` says; paths are made relative to `out`."""
     out = Path(out)
@@ -42,7 +42,7 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
         if Path(t).suffix != ".tex":  # the Markdown renderings travel alongside
             continue
         name = Path(t).stem
-        base = name.removesuffix("_vs_paper")
+        base = name.removesuffix("_vs_paper").removesuffix("_findings")
         if base == "summary":
             continue
         experiments.setdefault(base, {"tables": [], "figures": [], "samples": []})["tables"].append(Path(t))
@@ -74,9 +74,11 @@ def build(tables: list[Path], figures: list[Path], out: Path, titles: dict[str, 
             rf"Experiment \texttt{{{_tex(exp)}}}.",
             "",
         ]
-        for t in sorted(parts["tables"], key=lambda p: p.stem.endswith("_vs_paper")):
+        for t in sorted(parts["tables"], key=lambda p: (p.stem.endswith("_findings"), p.stem.endswith("_vs_paper"))):
             if t.stem.endswith("_vs_paper"):
                 lines.append(r"\subsection*{Compared with the published values}")
+            elif t.stem.endswith("_findings"):
+                lines.append(r"\subsection*{The findings, judged from the records}")
             lines += [_table_block(t), ""]
         for f in sorted(parts["figures"]):
             lines += [r"\begin{center}", rf"\includegraphics[width=0.9\linewidth]{{{_rel(f, out)}}}", r"\end{center}"]

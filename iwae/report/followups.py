@@ -78,7 +78,8 @@ def random_weights(df: pd.DataFrame) -> tuple[Table, Table]:
         "sd: over seeds; se: of the mean over seeds (with one seed: over test points)",
         "difference to IWAE: per seed, the mean over the same test points of the method's L_k minus the IWAE "
         "run's of that seed; ± its standard error (over seeds, or over points with one seed)",
-        "seed 001 (Hernandez-Lobato et al.): mean of 5 trials; its ± is not defined there",
+        "seed 001 (Hernandez-Lobato et al.): mean of 5 trials; its ± is not defined there (read from its Table 1, "
+        "seeds/001_63d0073555c18743.txt)",
     ]
     columns = ["dataset", "method", "seeds", "test log-likelihood", "sd", "se", "seed 001",
                "difference to IWAE", "seed 001's difference"]  # fmt: skip
@@ -259,7 +260,10 @@ def posterior(df: pd.DataFrame) -> tuple[Table, Table]:
                "active units per layer", "5-NN accuracy per layer", "log p(x), label mixture",
                "label mixture − unconditional"]  # fmt: skip
     ours = Table(columns, rows, notes=notes, align="l" + "r" * 10)
-    cmp = Table(["model", "ours", "nbip/IWAE", "ours − nbip"], cmp_rows, align="lrrr",
-                notes=["nbip/IWAE (seed 004): MNIST, k = 5000 on the whole test set; its 1-layer model has 100 latent "
-                       "units; its conditional IWAE (label prior) reports log p(x | y)"])  # fmt: skip
+    cmp = Table(
+        ["model", "ours", "nbip/IWAE", "ours − nbip"],
+        cmp_rows,
+        align="lrrr",
+        notes=["its conditional IWAE (label prior) reports log p(x | y)", references.SOURCES["nbip"].line()],
+    )
     return ours, cmp

@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from iwae.errors import UserError  # noqa: E402
+from iwae.plan.config import binarisation_seed  # noqa: E402  (test images as evaluation binarised them)
 from iwae.report.figures import save  # noqa: E402
 
 
@@ -128,9 +129,7 @@ def latents(model_path: Path, data_path: Path, stem: Path, points: int = 5000) -
     data = datasets.load(Path(data_path))
     labels = data.labels_of("test")
     chosen = subset(data.test.shape[0], points)
-    x = data.test[chosen]
-    if data.dynamic and not state["config"].get("grey_levels", False):
-        x = datasets.binarize(x, torch.Generator().manual_seed(123))
+    x = data.binarized_test(binarisation_seed(state["config"]), state["config"].get("grey_levels", False))[chosen]
     mu = model.posterior_means(x, torch.Generator().manual_seed(0))[-1].numpy()
     y = labels[chosen].numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
@@ -207,13 +206,13 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
         q_moments,
         sir,
     )
-    from iwae.models.store import load_model
+    from iwae.models.store import load_model, load_model_file
 
     model = load_model(Path(model_path))
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
         raise UserError(f"{model_path}: the posterior figure needs one stochastic layer of 2 units")
     data = datasets.load(Path(data_path))
-    test = data.binarized_test()
+    test = data.binarized_test(binarisation_seed(load_model_file(Path(model_path))["config"]))
     chosen = subset(test.shape[0], digits).tolist()
     g = torch.Generator().manual_seed(0)
     shape = data.image_shape
@@ -271,12 +270,13 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
     from iwae.data import datasets
     from iwae.data.datasets import subset
     from iwae.estimators.posterior import knn_accuracy, snis_means
-    from iwae.models.store import load_model
+    from iwae.models.store import load_model, load_model_file
 
     model = load_model(Path(model_path))
     data = datasets.load(Path(data_path))
     chosen = subset(data.test.shape[0], points)
-    x, labels = data.binarized_test()[chosen], data.labels_of("test")[chosen]
+    x = data.binarized_test(binarisation_seed(load_model_file(Path(model_path))["config"]))[chosen]
+    labels = data.labels_of("test")[chosen]
     layers = snis_means(model, x, samples, torch.Generator().manual_seed(0))
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.6), squeeze=False)
     for j, (ax, mu) in enumerate(zip(axes[0], layers)):
@@ -346,7 +346,8 @@ def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images
 
     runs = _by_latent(model_paths)
     data = datasets.load(Path(data_path))
-    x = data.binarized_test(grey_levels=runs[0][3].get("grey_levels", False))[subset(data.test.shape[0], images)]
+    test = data.binarized_test(binarisation_seed(runs[0][3]), runs[0][3].get("grey_levels", False))
+    x = test[subset(data.test.shape[0], images)]
     rows = [x.numpy()] + [model.reconstruct(x, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
     return _rows_figure(rows, ["test images"] + [f"Nz = {z}" for _, z, _, _ in runs], data,
                         f"reconstructions by latent size ({', '.join(name for name, *_ in runs)})", stem)  # fmt: skip

@@ -16,7 +16,8 @@ COLUMNS = [
     "nll", "nll_stderr", "test_points", "test_selection", "eval_k", "active_units", "active_total", "iwae64",
     "train_nll", "train_points", "valid_nll", "valid_points", "epochs", "train_seconds", "eval_seconds", "device", "torch", "git_revision",
     "eval_git_revision", "init_from", "random", "valid_k", "family", "latent", "hidden", "trained_on",
-    "samples_seen", "grey_levels", "condition", "prior", "train_split", "run_dir", "shared_cells",
+    "samples_seen", "grey_levels", "condition", "prior", "train_split", "run_dir", "shared_cells", "variant",
+    "official_code",
 ]  # fmt: skip
 
 
@@ -87,6 +88,8 @@ def row(path: Path, experiment: str | None = None) -> dict:
             "train_split": cfg.get("train_split", "train"),
             "run_dir": str(path.parent),
             "shared_cells": "+".join(cfg.get("shared_cells") or []),  # the other objectives it stands for
+            "variant": cfg.get("variant") or "",  # its protocol variant's name in its experiment
+            "official_code": bool(cfg.get("official_code", False)),
             "record": rec,  # the whole record, for the tables and figures that need more of it
         }
     except (KeyError, TypeError) as e:

@@ -122,9 +122,25 @@ def _model_notes(df: pd.DataFrame) -> list[str]:
     return notes
 
 
+def _by_variant(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs of several protocol variants (a grid's `variants:`) as objectives of their own,
+    "iwae@official", so that a table sets them side by side."""
+    if "variant" not in df.columns or df["variant"].fillna("").nunique() < 2:
+        return df
+    return df.assign(objective=df["objective"] + "@" + df["variant"].fillna(""))
+
+
+def _label(objective: str) -> str:
+    """How a column names an objective, with its variant: 'IWAE (official)'."""
+    spec, _, variant = objective.partition("@")
+    return objective_label(spec) + (f" ({variant})" if variant else "")
+
+
 def nll_au(df: pd.DataFrame, source: str = "paper") -> Table:
-    """Burda et al.'s Table 1 layout for any grid of datasets, layers, objectives and k; its
-    notes compare the protocol with that of `source` (`references.SOURCES`)."""
+    """Burda et al.'s Table 1 layout for any grid of datasets, layers, objectives and k (and
+    variants, side by side); its notes compare the protocol with that of `source`
+    (`references.SOURCES`)."""
+    df = _by_variant(df)
     agg = aggregate(df, ["dataset", "layers", "objective", "k"])
     datasets = list(dict.fromkeys(df["dataset"]))
     objectives = list(dict.fromkeys(df["objective"]))
@@ -137,7 +153,7 @@ def nll_au(df: pd.DataFrame, source: str = "paper") -> Table:
     labels = dict(zip(df["dataset"], df["dataset_label"]))
     groups = [
         [("", 2)] + [(labels[d], len(objectives) * len(sub)) for d in datasets],
-        [("", 2)] + [(objective_label(o), len(sub)) for _ in datasets for o in objectives],
+        [("", 2)] + [(_label(o), len(sub)) for _ in datasets for o in objectives],
     ]
     cells = {(r.dataset, r.layers, r.objective, r.k): r for r in agg.itertuples()}
     rows, midrules = [], []
@@ -181,6 +197,7 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
     experiments; every other source with a value for the same cell in the last column, and
     one line per source in the notes: where its numbers are published and how obtained."""
     main = references.SOURCES[source]
+    df = _by_variant(df)
     keys = ["dataset", "layers", "architecture", "objective", "k", "condition", "prior"]
     agg = aggregate(df.assign(condition=df["condition"].fillna("none"), prior=df["prior"].fillna("standard")), keys)
     from iwae.plan.architecture import ARCHITECTURES
@@ -197,7 +214,7 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
         rows.append(
             [
                 c.dataset_label, str(c.layers) if paper_arch else f"{c.layers} ({c.architecture})",
-                objective_label(c.objective) + ("" if model == "unconditional" else f" given y ({model})"), str(c.k),
+                _label(c.objective) + ("" if model == "unconditional" else f" given y ({model})"), str(c.k),
                 number(c.nll, c.nll_sd, c.n), number(ref) + mark if ref else DASH,
                 f"{c.nll - ref:+.2f}" if ref else DASH,
                 c.active_units, (ref_units + mark) if ref_units else DASH,
@@ -206,7 +223,7 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
         )  # fmt: skip
     notes = [f"difference = ours − {main.name}: positive means a worse (higher) NLL"]
     notes += protocol_notes(df, main.epochs, reference=main.name, caveats=any_proxy) + _model_notes(df)
-    notes += [references.SOURCES[name].line() for name in cited]
+    notes += [references.SOURCES[name].line(set(df["dataset"])) for name in cited]
     cols = [
         "dataset",
         "layers",
@@ -262,7 +279,8 @@ def two_stage(df_second: pd.DataFrame, first_of: dict[str, dict]) -> tuple[Table
         ["experiment", "NLL", "active units", "NLL", "active units", "seed"], rows, groups, notes=notes, align="lrrrrr"
     )
     cols = ["experiment", "stage", "NLL (ours)", "NLL (paper)", "difference", "active (ours)", "active (paper)"]
-    return ours, Table(cols, cmp_rows, notes=["difference = ours − paper"], align="llrrrrr")
+    notes = ["difference = ours − paper", references.SOURCES["paper"].line(set(df_second["dataset"]))]
+    return ours, Table(cols, cmp_rows, notes=notes, align="llrrrrr")
 
 
 def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
@@ -301,7 +319,7 @@ def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
         ["metric", *(objective_label(o) for o in objectives)], rows, notes=notes, align="l" + "r" * len(objectives)
     )
     cmp = Table(["objective", "metric", "ours", "Rainforth et al.", "difference", "other published"], cmp_rows,
-                notes=["difference = ours − published"] + [references.SOURCES[n].line() for n in cited],
+                notes=["difference = ours − published"] + [references.SOURCES[n].line(set(df["dataset"])) for n in cited],
                 align="llrrrl")  # fmt: skip
     return ours, cmp
 

@@ -123,14 +123,14 @@ class TrainingLog(Callback):
 class Validation(Callback):
     """The mean L_k (`valid_k`) over validation points, every `valid_every` epochs and at the
     end: the log's valid_bound. The points are binarised once, as the test set is in
-    evaluation (seed 123, a CPU stream), a random subset if asked; each estimate draws from a
+    evaluation (its seed, `eval_seed`; a CPU stream), a random subset if asked; each estimate draws from a
     stream of its own (seeded by the run and the epoch), so that neither training nor
     resumption sees it."""
 
     def __init__(self, trainer):
         x = trainer.data.valid
         if trainer.binarize:
-            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(123)).to(trainer.device)
+            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(trainer.cfg.eval_seed)).to(trainer.device)
         chosen = subset(x.shape[0], trainer.cfg.valid_points).to(trainer.device)
         self.x = x[chosen]
         self.condition = trainer.data.one_hot_labels("valid")[chosen] if trainer.c is not None else None

@@ -2,8 +2,9 @@
 
 At log-spaced numbers of training samples evaluated (`curve_per_decade` per decade, the
 first step and the last), the run's own bound (its objective's, e.g. KW's estimator B) on
-its whole training set and on the whole test set, both binarised once (seed 123, as
-evaluation binarises the test set); with `curve_ml_points` also KW's HMC estimate of the
+its whole training set and on the whole test set, both binarised once (the test set exactly
+as evaluation binarises it, with its seed `eval_seed`; the training set from a stream of that
+seed too); with `curve_ml_points` also KW's HMC estimate of the
 marginal likelihood (`iwae.estimators.marginal`) and L_k on that many random training and test points.
 Each point has its own random stream, seeded by the run and the step, so training and
 resumption are unchanged and a point computed again after a resume has the same value.
@@ -29,7 +30,6 @@ from iwae.training.callbacks import Callback
 
 COLUMNS = ["samples", "step", "epoch", "train_bound", "test_bound", "train_ml", "test_ml", "train_lk", "test_lk",
            "ml_accept", "seconds"]  # fmt: skip
-BINARISATION_SEED = 123  # as evaluation's test set
 ML_CHECK_K = 5000  # L_k beside the HMC estimate, as a check
 
 
@@ -51,12 +51,9 @@ class LearningCurve(Callback):
         cfg = trainer.cfg
         self.due_steps = set(curve_steps(cfg.total_epochs * trainer.n_batches, cfg.batch_size, cfg.curve_per_decade))
         self.stops = sorted(self.due_steps)  # where graphed steps pause for the host
-        bits = torch.Generator().manual_seed(BINARISATION_SEED)
-
-        def once(x):
-            return datasets.binarize(x.cpu(), bits).to(trainer.device) if trainer.binarize else x
-
-        self.x_train, self.x_test = once(trainer.x), once(trainer.data.test)
+        bits = torch.Generator().manual_seed(cfg.eval_seed)
+        self.x_train = datasets.binarize(trainer.x.cpu(), bits).to(trainer.device) if trainer.binarize else trainer.x
+        self.x_test = trainer.data.binarized_test(cfg.eval_seed, not trainer.binarize)
         n = cfg.curve_ml_points
         self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(trainer.device)] if n else None
         self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(trainer.device)] if n else None

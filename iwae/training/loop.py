@@ -123,7 +123,8 @@ class Trainer:
         )
         self.gen = torch.Generator(device=self.device)
         self.state = StepState(self.x, self.c, self.binarize, cfg.batch_size, cfg.k, self.backend, self.model.buffer,
-                               self.objective, self._optimizer(cfg.lr), self.gen, self.prior)  # fmt: skip
+                               self.objective, self._optimizer(cfg.lr), self.gen, self.prior,
+                               float(cfg.batch_size) if cfg.reduction == "sum" else 1.0)  # fmt: skip
         self.first_lr, self.pilot = cfg.lr, None  # the first stage's rate, and the pilot's findings
         lineage = list(self.data.meta["sources"])
         if cfg.init_from:  # a second stage belongs to its first stage's exact parameters

@@ -35,6 +35,7 @@ class StepState:
     opt: object  # the optimizer (the step-size pilot swaps it)
     generator: torch.Generator  # the run's one random stream
     prior: object | None = None  # the weight prior of MAP training
+    grad_scale: float = 1.0  # reduction 'sum': the batch size (the gradient of the minibatch sum)
 
     @property
     def device(self) -> torch.device:
@@ -54,15 +55,19 @@ def train_step(
     generator,
     weight_prior=None,
     condition: torch.Tensor | None = None,
+    grad_scale: float = 1.0,
 ) -> torch.Tensor:
     """One step: k samples per point of the minibatch x (given its rows of `condition`, for
     a conditional model), the objective's gradient (plus a weight prior's, in MAP training),
-    an optimizer step. Returns the objective per point (B,), left on the device."""
+    an optimizer step. The gradient is that of the minibatch mean, times `grad_scale` (the
+    batch size for the official code's minibatch sum). Returns the objective per point (B,),
+    left on the device."""
     given = {} if condition is None else {"condition": condition}
     fp = backend.forward(x, k, generator, stop_q=objective.stops_q, **given)
     terms = {name: fp.terms[name].detach() for name in objective.terms} if objective.terms else None
     estimate = objective(fp.log_w.detach(), terms)
-    backend.backward(fp, estimate.coefficients)
+    coefficients = estimate.coefficients if grad_scale == 1.0 else estimate.coefficients.scaled(grad_scale)
+    backend.backward(fp, coefficients)
     if weight_prior is not None:
         weight_prior.add_gradient()
     optimizer.step()
@@ -76,7 +81,8 @@ def data_step(state: StepState, rows: torch.Tensor, total: torch.Tensor) -> None
     if state.binarize:
         x = datasets.binarize(x, state.generator)
     c = None if state.condition is None else torch.index_select(state.condition, 0, rows)
-    bound = train_step(state.backend, state.objective, state.opt, x, state.k, state.generator, state.prior, c)
+    bound = train_step(state.backend, state.objective, state.opt, x, state.k, state.generator, state.prior, c,
+                       state.grad_scale)  # fmt: skip
     total += bound.sum()
 
 

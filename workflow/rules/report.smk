@@ -39,6 +39,33 @@ rule table:
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule findings:
+    input:
+        unpack(table_inputs),
+    output:
+        tex=f"{RESULTS}/tables/{{experiment}}_findings.tex",
+        md=f"{RESULTS}/tables/{{experiment}}_findings.md",
+        html=report(
+            f"{RESULTS}/tables/{{experiment}}_findings.html",
+            caption="../report/table_findings.rst",
+            category=experiment_category,
+            subcategory="Tables",
+            labels=lambda wildcards: {"table": "the findings, judged"},
+        ),
+    log:
+        f"{RESULTS}/logs/report/findings_{{experiment}}.log",
+    localrule: True
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        title=lambda wildcards: PLAN.experiments[wildcards.experiment].title,
+        out_dir=lambda wildcards, output: os.path.dirname(output.tex),
+        reference=lambda wildcards: PLAN.experiments[wildcards.experiment].reference,
+    shell:
+        "python -m iwae report findings --experiment {wildcards.experiment:q} --title {params.title:q}"
+        " --reference {params.reference:q} --evals {input.evals:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
 rule group_figure:
     input:
         unpack(group_inputs),
