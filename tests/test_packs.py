@@ -172,6 +172,22 @@ def test_prepared_gpu_check_runs_here(tmp_path):
     assert any(line.startswith("prediction: Table 1 in") for line in result.stdout.splitlines())
 
 
+def test_the_gpu_check_packs_table1_as_the_workflow_does():
+    """The check's packs and its prediction are the workflow's: with `compute.pack: dataset`
+    each dataset's Table 1 pack holds the runs TABLE1 names (VAE and IWAE with k = 1 share
+    one run), and the first pack size measured is that pack's."""
+    import yaml
+
+    from iwae.bench.gpu_report import FULL, TABLE1
+    from iwae.plan.experiments import Plan
+
+    plan = Plan.from_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    packs = [p for p in plan.packs("dataset") if p.experiment == "table1"]
+    assert [p.name for p in packs] == ["mnist", "omniglot"] and FULL.packs == (len(TABLE1), 2 * len(TABLE1))
+    for pack in packs:
+        assert sorted((int(r.layers), r.k, r.objective) for r in pack.runs) == sorted(TABLE1)
+
+
 def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
     """A section that fails is recorded with its error and the next one still runs; one that
     the budget cannot hold is skipped; the prediction says what it lacks, or that it cannot
