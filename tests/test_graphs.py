@@ -152,3 +152,20 @@ def test_a_process_holds_at_most_one_stream_per_run():
     with pytest.raises(UserError, match=f"at most {STREAMS_PER_POOL} runs"):
         run_streams(torch.device("cuda"), STREAMS_PER_POOL + 1)
     assert run_streams(torch.device("cpu"), 40) == [None] * 40  # a CPU has no streams to share
+
+
+def test_a_graphed_run_stopped_inside_an_epoch_resumes_bit_identical(tmp_path, monkeypatch):
+    """The GPU check's resume, run here: stopped one ten-step replay into the second epoch, its
+    checkpoint falls at step 10 of 21; the new trainer replays ten steps, then one, and ends
+    bit-identical to the run unstopped. A stop at an epoch's last step (the check's old one)
+    leaves the resume nothing to replay, and the record says it was not exercised."""
+    from iwae.bench import gpu_report
+
+    data = synthetic_dataset(tmp_path / "small.npz", train=gpu_report.CHECK_POINTS)
+    found = gpu_report.resumed_inside_an_epoch(tmp_path / "inside", data, torch.device("cpu"), gpu_report.QUICK)
+    assert found["checkpoint"] == {"stage": 2, "epoch": 2, "step": 10, "steps_in_epoch": 21, "steps_left": 11}
+    assert found["replays_after_resume"] == [10, 1] and found["resumes"] == 1 and found["exercised"]
+    assert found["bitwise_equal"] and found["max_abs_difference"] == 0.0
+    monkeypatch.setattr(gpu_report, "STOP_AFTER", gpu_report.CHECK_POINTS // 20)  # the first epoch's last step
+    at_the_end = gpu_report.resumed_inside_an_epoch(tmp_path / "end", data, torch.device("cpu"), gpu_report.QUICK)
+    assert at_the_end["checkpoint"]["steps_left"] == 0 and not at_the_end["exercised"]

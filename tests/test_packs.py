@@ -155,7 +155,8 @@ def test_each_job_takes_a_gpu_of_its_own(tmp_path):
 def test_prepared_gpu_check_runs_here(tmp_path):
     """The check written for an H200 runs end to end on a CPU, in its quick form, with one
     thread (as on a busy machine): every section, the steps graphs replay equal to eager ones
-    for both backends, a pack equal to its runs trained alone, and a labelled prediction."""
+    for both backends, a resume inside an epoch, a pack equal to its runs trained alone, and a
+    labelled prediction."""
     result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
@@ -165,7 +166,9 @@ def test_prepared_gpu_check_runs_here(tmp_path):
     assert report["quick"] and all(p["capturable"] and p["repeatable"] for p in report["probe"].values())
     check = report["correctness"]
     assert check["bitwise_equal"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
-    assert check["graphed_vs_eager"]["2l_k5_iwae"]["resumed_bitwise_equal"] and len(check["pack_vs_alone"]["runs"]) == 3
+    resumed = check["resumed_inside_an_epoch"]
+    assert resumed["bitwise_equal"] and resumed["exercised"] and resumed["checkpoint"]["steps_left"] == 11
+    assert len(check["pack_vs_alone"]["runs"]) == 3
     p = report["prediction"]
     assert p["hours"] > 0 and p["floor_hours"] > 0 and not p["missing"] and "prediction" in p["note"]
     assert p["band_hours"][0] <= p["hours"] <= p["band_hours"][1]

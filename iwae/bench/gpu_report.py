@@ -7,11 +7,14 @@ others still run. In order:
 
  1. versions (torch, CUDA, the driver), the device and its clocks before (nvidia-smi);
  2. a probe of one step of each backend on the device (`iwae.training.probe.probe_step`: no host
-    reads, no tensors off the device, no writes that the warm-up does not undo);
+    reads, no tensors off the device, no random draws but from the run's generator, no writes
+    that the warm-up does not undo);
  3. correctness, bitwise: graphed steps against eager ones from the same seed, across epoch
     ends and a change of stage, for the fused backend (IWAE) and the autograd one (DReG, two
-    backward passes); a graphed run stopped inside an epoch and resumed; a pack of three runs
-    (two with k = 50) against the same runs trained alone, one after another;
+    backward passes); a graphed run stopped strictly inside an epoch (at step 10 of 21) and
+    resumed, a ten-step and a one-step replay left, against the run unstopped, with where its
+    checkpoint fell; a pack of three runs (two with k = 50) against the same runs trained
+    alone, one after another;
  4. eager steps/s for the six (layers, k) settings, all warmed up before any is timed, k = 5000
     evaluation points/s, and the start-up of an evaluation job;
  5. replayed steps/s of each setting alone, and packs of 10 and 20 runs (each run its own
@@ -55,6 +58,8 @@ from iwae.plan.config import TrainConfig
 from iwae.system import devices
 from iwae.system.files import write_json
 from iwae.system.provenance import environment, resolve_device
+from iwae.training.callbacks import Callback, Checkpoints
+from iwae.training.graphs import STEPS_PER_GRAPH
 from iwae.training.probe import probe_step
 
 MNIST_STEPS, OMNIGLOT_STEPS, EPOCHS = 2980 * 3280, 1150 * 3280, 3280  # steps per run: 9,774,400 and 3,772,000
@@ -64,6 +69,9 @@ EVAL_POINTS = {"mnist": 10000 + 400, "omniglot": 8070 + 1000}  # test and valida
 TABLE1 = [(layers, k, objective) for layers in (1, 2) for k in (1, 5, 50)
           for objective in (("vae",) if k == 1 else ("vae", "iwae"))]  # fmt: skip
 CHECK_POINTS = 420  # training points of the correctness runs: 21 steps an epoch, so a graph of 10 leaves one
+# the stop of the resumed run: one ten-step replay into its second epoch, so the checkpoint falls at
+# step 10 of 21 and the resume replays ten steps, then one
+STOP_AFTER = CHECK_POINTS // 20 + STEPS_PER_GRAPH
 
 
 @dataclass(frozen=True)
@@ -375,23 +383,21 @@ def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
 # --------------------------------------------------------------------------- correctness
 
 
-def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs, stop_at=None):
-    """A run through the real training loop, graphed or eager; stopped after `stop_at` steps
-    (inside an epoch: a checkpoint there) and resumed, if asked. The trainer at its end."""
-    from iwae.errors import Interrupted
+CASES = {  # the graphed-against-eager runs: each backend, the autograd one with two backward passes
+    "2l_k5_iwae": {"layers": "2", "k": 5, "objective": "iwae", "backend": "fused"},
+    "1l_k5_dreg": {"layers": "1", "k": 5, "objective": "dreg", "backend": "autograd"},
+}
+
+
+def _check_config(data_path: Path, device, setting: dict, epochs) -> TrainConfig:
+    return TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(epochs), **setting)
+
+
+def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs):
+    """A run through the real training loop, graphed or eager: the trainer at its end."""
     from iwae.training.loop import Trainer
 
-    cfg = TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(epochs), **setting)
-    t = Trainer(cfg, root / name, True, False, graphed=graphed)
-    if stop_at is not None:
-        try:
-            with devices.on(devices.run_streams(t.device, 1)[0]):
-                for _ in t.train():
-                    if t.opt.t >= stop_at:
-                        t.stop.requested = True
-        except Interrupted:
-            t.release()
-            t = Trainer(cfg, root / name, True, False, graphed=graphed)
+    t = Trainer(_check_config(data_path, device, setting, epochs), root / name, True, False, graphed=graphed)
     t.run()
     return t
 
@@ -401,24 +407,78 @@ def _compare(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 
 def graphed_against_eager(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
-    """Each backend's graphed run against the same run eager, bitwise; the fused one also
-    stopped inside an epoch and resumed."""
-    cases = {"2l_k5_iwae": {"layers": "2", "k": 5, "objective": "iwae", "backend": "fused"},
-             "1l_k5_dreg": {"layers": "1", "k": 5, "objective": "dreg", "backend": "autograd"}}  # fmt: skip
+    """Each backend's graphed run against the same run eager, bitwise."""
     out = {}
-    for key, setting in cases.items():
+    for key, setting in CASES.items():
         graphed = _trained(root, data_path, device, f"graphed-{key}", setting, True, sizes.check_epochs)
         eager_run = _trained(root, data_path, device, f"eager-{key}", setting, False, sizes.check_epochs)
-        params = graphed.model.buffer.data
         out[key] = {"backend": graphed.backend.name, "steps_as": graphed.steps.kind,
-                    **_compare(params, eager_run.model.buffer.data)}  # fmt: skip
-        if setting["backend"] == "fused":
-            stop_at = CHECK_POINTS // 20 + 15  # inside the second epoch
-            resumed = _trained(root, data_path, device, f"resumed-{key}", setting, True, sizes.check_epochs, stop_at)
-            out[key]["resumed_bitwise_equal"] = resumed.resumes == 1 and bool(
-                torch.equal(resumed.model.buffer.data, params)
-            )
+                    **_compare(graphed.model.buffer.data, eager_run.model.buffer.data)}  # fmt: skip
     return out
+
+
+class _StopAfter(Callback):
+    """Requests the run's stop once it has taken `steps` steps, as a scheduler's SIGTERM would
+    then. Called before the checkpoints callback, which saves the run at that very step
+    boundary and stops it."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def after_steps(self, trainer, stage, epoch, step):
+        if trainer.opt.t >= self.steps:
+            trainer.stop.requested = True
+
+
+def resumed_inside_an_epoch(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """The fused backend's graphed run stopped after STOP_AFTER steps, strictly inside an epoch
+    (its checkpoint there), and resumed by a new trainer, against the same run unstopped,
+    bitwise. Records where the checkpoint fell and the replays that finished its epoch: the
+    resume is exercised only if they include one of STEPS_PER_GRAPH steps and one of a single
+    step (a checkpoint at an epoch's last step leaves the resume nothing to replay)."""
+    from iwae.errors import Interrupted
+    from iwae.training.loop import Trainer
+
+    key, setting = "2l_k5_iwae", CASES["2l_k5_iwae"]
+    unstopped = _trained(root, data_path, device, f"unstopped-{key}", setting, True, sizes.check_epochs)
+    cfg = _check_config(data_path, device, setting, sizes.check_epochs)
+    first = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
+    first.callbacks.insert(next(i for i, c in enumerate(first.callbacks) if isinstance(c, Checkpoints)),
+                           _StopAfter(STOP_AFTER))  # fmt: skip
+    try:
+        with devices.on(devices.run_streams(first.device, 1)[0]):
+            for _ in first.train():
+                pass
+        raise RuntimeError(f"the run ended before its stop after {STOP_AFTER} steps")
+    except Interrupted:
+        pass
+    finally:
+        first.release()
+    t = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
+    checkpoint = t.store.latest(t.say)
+    where, done, replays, finishing = checkpoint["position"], checkpoint["optimizer"]["t"], [], True
+    try:
+        with devices.on(devices.run_streams(t.device, 1)[0]):
+            for token in t.train():
+                if finishing and token == "step":  # a replay (or step) of the epoch the checkpoint fell in
+                    replays.append(t.opt.t - done)
+                    done = t.opt.t
+                finishing = finishing and token != "epoch"
+            t.finish()
+    finally:
+        t.release()
+    n, step = t.n_batches, where["step"]
+    epoch = sum(cfg.epochs_per_stage[: where["stage"]]) + where["epoch"] + 1  # counted over the stages, from 1
+    fell = {"stage": where["stage"] + 1, "epoch": epoch, "step": step, "steps_in_epoch": n, "steps_left": n - step}
+    return {
+        "run": key,
+        "stop_after_steps": STOP_AFTER,
+        "checkpoint": fell,
+        "replays_after_resume": replays,
+        "resumes": t.resumes,
+        "exercised": t.resumes == 1 and 0 < step < n and STEPS_PER_GRAPH in replays and 1 in replays,
+        **_compare(t.model.buffer.data, unstopped.model.buffer.data),
+    }
 
 
 def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
@@ -448,10 +508,14 @@ def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dic
 
 def correctness(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
     out = {"graphed_vs_eager": graphed_against_eager(root, data_path, device, sizes),
+           "resumed_inside_an_epoch": resumed_inside_an_epoch(root, data_path, device, sizes),
            "pack_vs_alone": pack_against_alone(root, data_path, device, sizes)}  # fmt: skip
-    cases = out["graphed_vs_eager"].values()
-    out["bitwise_equal"] = out["pack_vs_alone"]["bitwise_equal"] and all(
-        c["bitwise_equal"] and c.get("resumed_bitwise_equal", True) for c in cases
+    resumed = out["resumed_inside_an_epoch"]
+    out["bitwise_equal"] = (
+        out["pack_vs_alone"]["bitwise_equal"]
+        and resumed["bitwise_equal"]
+        and resumed["exercised"]
+        and all(c["bitwise_equal"] for c in out["graphed_vs_eager"].values())
     )
     return out
 
@@ -478,7 +542,8 @@ def probe(root: Path, data_path: Path, device) -> dict:
         t.release()
         out[name] = {"capturable": found.capturable, "repeatable": found.repeatable, "host_reads": found.host_reads,
                      "off_device": found.off_device, "random_order": found.random_order,
-                     "writes_elsewhere": found.writes_elsewhere, "operations": len(found.trace)}  # fmt: skip
+                     "foreign_random": found.foreign_random, "writes_elsewhere": found.writes_elsewhere,
+                     "operations": len(found.trace)}  # fmt: skip
     return out
 
 
