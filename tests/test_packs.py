@@ -165,7 +165,9 @@ def test_prepared_gpu_check_runs_here(tmp_path):
         assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
     assert report["quick"] and all(p["capturable"] and p["repeatable"] for p in report["probe"].values())
     check = report["correctness"]
-    assert check["bitwise_equal"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
+    assert check["passed"] and not check["failed"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
+    assert check["graph_pools"] == {"measured": False, "note": "not measurable on CPU: graphs and their memory pools "
+                                    "exist only on a GPU"}  # fmt: skip
     resumed = check["resumed_inside_an_epoch"]
     assert resumed["bitwise_equal"] and resumed["exercised"] and resumed["checkpoint"]["steps_left"] == 11
     assert len(check["pack_vs_alone"]["runs"]) == 3
@@ -210,6 +212,55 @@ def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
     assert any(m.startswith("epoch") for m in prediction["missing"])
     assert "missing: " in format_report({**saved, "prediction": prediction})
     assert predict({**saved, "packs": {"error": "RuntimeError: CUDA"}}, 2)["hours"] is None
+
+
+MiB = 2**20
+
+
+def _segment(pool: tuple, size: int, device: int = 0) -> dict:
+    """A segment as torch.cuda.memory._snapshot() describes one (its Segment and Block), freed."""
+    block = {"size": size, "requested_size": size, "address": 0, "state": "inactive", "frames": []}
+    return {"device": device, "address": 0, "total_size": size, "allocated_size": 0, "active_size": 0,
+            "requested_size": 0, "stream": 94000000, "segment_type": "large" if size > MiB else "small",
+            "segment_pool_id": pool, "is_expandable": False, "frames": [], "blocks": [block]}  # fmt: skip
+
+
+def test_each_graphs_own_workspace_is_read_from_a_memory_snapshot(monkeypatch):
+    """The evidence the GPU check gathers on a device, read from snapshots shaped like
+    torch.cuda.memory._snapshot()'s: graphs in pools of their own, each holding a segment of
+    the 32 MiB workspace beside the 2 and 20 MiB ones of a step's tensors; and the failures it
+    names: graphs sharing a pool, a pool without a workspace, a workspace too small to tell."""
+    from iwae.bench.gpu_report import correctness_failures, pools_in_snapshot, workspace_bytes
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as the command line sets it
+    assert workspace_bytes(torch.device("cpu")) == 32 * MiB
+    pools = {"run0, 1 steps": (0, 1), "run0, 10 steps": (0, 2), "run1, 1 steps": (0, 3)}
+    steps = [_segment(pool, size) for pool in pools.values() for size in (2 * MiB, 20 * MiB)]
+    workspaces = [_segment(pool, 32 * MiB) for pool in pools.values()]
+    others = [_segment((0, 0), 64 * MiB), _segment((0, 3), 32 * MiB, device=1)]  # the default pool; another GPU
+    found = pools_in_snapshot({"segments": steps + workspaces + others, "device_traces": []}, pools, 32 * MiB, 0)
+    assert found["pools_distinct"] and found["each_has_its_workspace"]
+    assert found["graphs"]["run1, 1 steps"] == {"pool": [0, 3], "segments": 3, "reserved_bytes": 54 * MiB,
+                                                "workspace_segments": [32 * MiB]}  # fmt: skip
+    checked = {"graphed_vs_eager": {}, "pack_vs_alone": {"runs": []},
+               "resumed_inside_an_epoch": {"run": "r", "bitwise_equal": True, "exercised": True}}  # fmt: skip
+    assert correctness_failures({**checked, "graph_pools": {"measured": True, **found}}) == []
+    assert correctness_failures({**checked, "graph_pools": {"measured": False}}) == []  # on a CPU
+
+    shared = pools_in_snapshot({"segments": steps + workspaces}, {**pools, "run2, 1 steps": (0, 1)}, 32 * MiB, 0)
+    assert not shared["pools_distinct"] and shared["each_has_its_workspace"]
+    assert correctness_failures({**checked, "graph_pools": {"measured": True, **shared}}) == [
+        "graph_pools: graphs share a memory pool"
+    ]
+    lacking = pools_in_snapshot({"segments": steps + workspaces[:2]}, pools, 32 * MiB, 0)
+    assert (
+        "in the pools of run1, 1 steps"
+        in correctness_failures({**checked, "graph_pools": {"measured": True, **lacking}})[0]
+    )
+    small = pools_in_snapshot({"segments": steps + workspaces}, pools, 8 * MiB, 0)  # a 20 MiB segment would pass
+    assert not small["each_has_its_workspace"] and not small["workspace_distinguishable"]
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:2:16:8")
+    assert workspace_bytes(torch.device("cpu")) == 8 * MiB + 128 * 1024
 
 
 def test_pack_benchmark_compares_a_pack_with_separate_jobs():

@@ -9,12 +9,14 @@ others still run. In order:
  2. a probe of one step of each backend on the device (`iwae.training.probe.probe_step`: no host
     reads, no tensors off the device, no random draws but from the run's generator, no writes
     that the warm-up does not undo);
- 3. correctness, bitwise: graphed steps against eager ones from the same seed, across epoch
+ 3. correctness: bitwise, graphed steps against eager ones from the same seed, across epoch
     ends and a change of stage, for the fused backend (IWAE) and the autograd one (DReG, two
     backward passes); a graphed run stopped strictly inside an epoch (at step 10 of 21) and
     resumed, a ten-step and a one-step replay left, against the run unstopped, with where its
     checkpoint fell; a pack of three runs (two with k = 50) against the same runs trained
-    alone, one after another;
+    alone, one after another; and, for that pack with every graph captured, each graph's
+    memory pool, distinct from every other's, with a segment of the cuBLAS workspace in it
+    (the comparison alone sees a shared workspace only if cuBLAS picks kernels that use one);
  4. eager steps/s for the six (layers, k) settings, all warmed up before any is timed, k = 5000
     evaluation points/s, and the start-up of an evaluation job;
  5. replayed steps/s of each setting alone, and packs of 10 and 20 runs (each run its own
@@ -42,6 +44,7 @@ it) every size shrinks and the steps run as graphs would, without one.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -98,7 +101,7 @@ QUICK = Sizes(mnist_points=CHECK_POINTS, steps=10, trials=2, packs=(2, 3), eager
               check_epochs=(1, 1), check_pack=((1, 10, "iwae"), (1, 10, "vae"), (2, 5, "iwae")), steady_s=1.0,
               sgemm=1024, copy_floats=2**22, products=5)  # fmt: skip
 # seconds each section needs on an H200 (estimates, with a margin): it starts only if they are left
-NEEDS = {"probe": 10, "correctness": 60, "eager": 45, "graphed": 30, "packs": 60, "epoch": 30, "ceilings": 15}
+NEEDS = {"probe": 10, "correctness": 75, "eager": 45, "graphed": 30, "packs": 60, "epoch": 30, "ceilings": 15}
 
 
 class Report:
@@ -506,17 +509,101 @@ def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dic
     return {"runs": out, "bitwise_equal": all(r["bitwise_equal"] for r in out)}
 
 
+# --------------------------------------------------------------------------- each graph's own workspace
+
+LARGE_SEGMENT = 20 * 2**20  # the caching allocator serves requests of 1 to 10 MiB from segments of this size
+
+
+def workspace_bytes(device) -> int:
+    """The cuBLAS workspace PyTorch allocates per (handle, stream), as it reads it: the
+    :KiB:count pairs of CUBLAS_WORKSPACE_CONFIG summed (the command line sets :4096:8, 32 MiB),
+    else its default (32 MiB from compute capability 9 on, else 4096 KiB x 2 + 16 KiB x 8)."""
+    pairs = re.findall(r":(\d+):(\d+)", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""))
+    if pairs:
+        return sum(int(size) * int(count) for size, count in pairs) * 1024
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    return (4096 * 8 if major >= 9 else 4096 * 2 + 16 * 8) * 1024
+
+
+def pools_in_snapshot(snapshot: dict, pools: dict[str, tuple], workspace: int, device_index: int | None = None) -> dict:
+    """Each graph's private memory pool (`pools`: name -> `CUDAGraph.pool()`) in a memory
+    snapshot (`torch.cuda.memory._snapshot()`): its segments, and those of at least the cuBLAS
+    workspace's size. A workspace larger than the allocator's 20 MiB segments has a segment of
+    its own, which nothing else a step allocates (every tensor under 10 MiB) could fill: such
+    a segment in a graph's pool is that graph's workspace. Distinct pools, each with one, are
+    the proof that graphs replaying at once never share a workspace."""
+    segments = [
+        s for s in snapshot["segments"] if device_index is None or s.get("device", device_index) == device_index
+    ]
+    graphs = {}
+    for name, pool in pools.items():
+        own = [s for s in segments if tuple(s["segment_pool_id"]) == tuple(pool)]
+        graphs[name] = {"pool": list(pool), "segments": len(own), "reserved_bytes": sum(s["total_size"] for s in own),
+                        "workspace_segments": [s["total_size"] for s in own if s["total_size"] >= workspace]}  # fmt: skip
+    distinguishable = workspace > LARGE_SEGMENT
+    return {
+        "workspace_bytes": workspace,
+        "workspace_distinguishable": distinguishable,
+        "pools_distinct": len({tuple(p) for p in pools.values()}) == len(pools),
+        "each_has_its_workspace": distinguishable and all(g["workspace_segments"] for g in graphs.values()),
+        "graphs": graphs,
+    }
+
+
+def graph_pools(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """The direct evidence of each graph's own workspace, for the pack of `sizes.check_pack`
+    (three runs, two with k = 50) with all its graphs captured (`pools_in_snapshot`). The pack
+    against its runs alone sees a shared workspace only if cuBLAS happens to choose kernels
+    that use one."""
+    if device.type != "cuda":
+        return {"measured": False, "note": "not measurable on CPU: graphs and their memory pools exist only on a GPU"}
+    trainers = _pack(root / "pools", data_path, device, list(sizes.check_pack))
+    try:
+        _sync(device)
+        pools = {f"run{i} {layers}l_k{k}_{objective}, {n} steps": graph.pool()
+                 for i, (t, (layers, k, objective)) in enumerate(zip(trainers, sizes.check_pack))
+                 for n, graph in sorted(t.steps.graphs.items())}  # fmt: skip
+        found = pools_in_snapshot(torch.cuda.memory._snapshot(device), pools, workspace_bytes(device), device.index)
+    finally:
+        _release(trainers)
+    return {"measured": True, **found}
+
+
 def correctness(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
     out = {"graphed_vs_eager": graphed_against_eager(root, data_path, device, sizes),
            "resumed_inside_an_epoch": resumed_inside_an_epoch(root, data_path, device, sizes),
-           "pack_vs_alone": pack_against_alone(root, data_path, device, sizes)}  # fmt: skip
-    resumed = out["resumed_inside_an_epoch"]
-    out["bitwise_equal"] = (
-        out["pack_vs_alone"]["bitwise_equal"]
-        and resumed["bitwise_equal"]
-        and resumed["exercised"]
-        and all(c["bitwise_equal"] for c in out["graphed_vs_eager"].values())
-    )
+           "pack_vs_alone": pack_against_alone(root, data_path, device, sizes),
+           "graph_pools": graph_pools(root, data_path, device, sizes)}  # fmt: skip
+    out["failed"] = correctness_failures(out)
+    out["passed"] = not out["failed"]
+    return out
+
+
+def _differ(name: str, compared: dict) -> str:
+    return f"{name} not bitwise equal (max |difference| {compared['max_abs_difference']:.3g})"
+
+
+def correctness_failures(found: dict) -> list[str]:
+    """What the correctness section found wrong, one phrase each, naming the comparison."""
+    out = [
+        _differ(f"graphed_vs_eager {key}", c) for key, c in found["graphed_vs_eager"].items() if not c["bitwise_equal"]
+    ]
+    resumed = found["resumed_inside_an_epoch"]
+    if not resumed["bitwise_equal"]:
+        out.append(_differ(f"resumed_inside_an_epoch {resumed['run']}", resumed))
+    if not resumed["exercised"]:
+        fell = resumed["checkpoint"]
+        out.append(f"resumed_inside_an_epoch {resumed['run']} not exercised (checkpoint at step {fell['step']} of "
+                   f"{fell['steps_in_epoch']}, replays after it {resumed['replays_after_resume']})")  # fmt: skip
+    out += [_differ(f"pack_vs_alone {r['run']}", r) for r in found["pack_vs_alone"]["runs"] if not r["bitwise_equal"]]
+    pools = found["graph_pools"]
+    if pools["measured"] and not pools["pools_distinct"]:
+        out.append("graph_pools: graphs share a memory pool")
+    if pools["measured"] and not pools["each_has_its_workspace"]:
+        lacking = [name for name, g in pools["graphs"].items() if not g["workspace_segments"]]
+        out.append(f"graph_pools: no segment of the {pools['workspace_bytes']} B workspace in the pools of "
+                   f"{', '.join(lacking) or 'any graph'}" + ("" if pools["workspace_distinguishable"] else
+                   " (a workspace of 20 MiB or less cannot be told apart: set CUBLAS_WORKSPACE_CONFIG=:4096:8)"))  # fmt: skip
     return out
 
 
