@@ -160,9 +160,13 @@ def test_prepared_gpu_check_runs_here(tmp_path):
     result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    sections = ("device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings", "steady")
+    sections = ("versions", "device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings",
+                "steady")  # fmt: skip
     for key in sections:
         assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
+    assert report["versions"] == {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "driver": None,
+                                  "gpu": None, "lacking_cuda_apis": "not checked on CPU"}  # fmt: skip
+    assert f"(cpu), torch {torch.__version__} (CUDA {torch.version.cuda}, driver None)" in result.stdout.splitlines()[0]
     assert report["quick"] and all(p["capturable"] and p["repeatable"] for p in report["probe"].values())
     check = report["correctness"]
     assert check["passed"] and not check["failed"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
@@ -212,6 +216,16 @@ def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
     assert any(m.startswith("epoch") for m in prediction["missing"])
     assert "missing: " in format_report({**saved, "prediction": prediction})
     assert predict({**saved, "packs": {"error": "RuntimeError: CUDA"}}, 2)["hours"] is None
+
+
+def test_the_gpu_check_names_the_calls_a_pytorch_lacks():
+    """On the device the check lists the calls of the CUDA path its PyTorch lacks (the machines
+    lent run their own); the lookup walks dotted names and reports what is not there."""
+    from iwae.bench.gpu_report import CUDA_APIS, _lacking
+
+    names = ("torch.cuda.graph", "torch.cuda.memory._snapshot", "torch.no_such_call", "torch.cuda.nothing.deeper")
+    assert _lacking(names) == ["torch.no_such_call", "torch.cuda.nothing.deeper"]
+    assert "torch.cuda.CUDAGraph.register_generator_state" in CUDA_APIS and "torch.cuda.CUDAGraph.pool" in CUDA_APIS
 
 
 MiB = 2**20

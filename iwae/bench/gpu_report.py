@@ -5,7 +5,9 @@ section starts only if the time it needs is left, the steady replay takes what r
 section writes DIR/report.json as it ends; one that fails is recorded with its error, and the
 others still run. In order:
 
- 1. versions (torch, CUDA, the driver), the device and its clocks before (nvidia-smi);
+ 1. versions, first: `torch.__version__`, `torch.version.cuda`, the driver and the GPU's name
+    (the machines lent run their own PyTorch, 2.11 with CUDA 13 at last report, not the tests'),
+    and any call of the CUDA path that PyTorch lacks; the device and its clocks (nvidia-smi);
  2. a probe of one step of each backend on the device (`iwae.training.probe.probe_step`: no host
     reads, no tensors off the device, no random draws but from the run's generator, no writes
     that the warm-up does not undo);
@@ -158,12 +160,19 @@ def _timed(fn, device, repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- the device
 
 
-def _smi() -> dict:
+# the last two are one field's names in newer and in older drivers
+SMI_FIELDS = ("name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+              "temperature.gpu", "power.draw", "clocks_event_reasons.active", "clocks_throttle_reasons.active")  # fmt: skip
+# what the CUDA path calls: the machines lent run their own PyTorch (2.11 with CUDA 13 at last
+# report, nothing installable there), not the one the CPU tests run, so the check says which it lacks
+CUDA_APIS = ("torch.cuda.CUDAGraph.register_generator_state", "torch.cuda.CUDAGraph.pool", "torch.cuda.graph",
+             "torch.cuda.Stream", "torch.cuda.memory._snapshot", "torch._C._cuda_clearCublasWorkspaces",
+             "torch._fused_adam_")  # fmt: skip
+
+
+def _smi(fields=SMI_FIELDS) -> dict:
     """nvidia-smi's view of the device, one field at a time (a field this driver does not
     know costs that field only)."""
-    # the last two are one field's names in newer and in older drivers
-    fields = ["name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
-              "temperature.gpu", "power.draw", "clocks_event_reasons.active", "clocks_throttle_reasons.active"]  # fmt: skip
     out = {}
     for name in fields:
         try:
@@ -174,6 +183,28 @@ def _smi() -> dict:
         if result.returncode == 0:
             out[name] = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
     return out
+
+
+def _lacking(names) -> list[str]:
+    """The dotted names (from `torch`) this PyTorch does not have."""
+    out = []
+    for name in names:
+        found = torch
+        for part in name.split(".")[1:]:
+            found = getattr(found, part, None)
+        if found is None:
+            out.append(name)
+    return out
+
+
+def versions(device) -> dict:
+    """What every figure of the report comes from: PyTorch and the CUDA it was built with,
+    the driver and the GPU; on a GPU, the calls of the CUDA path this PyTorch lacks."""
+    cuda = device.type == "cuda"
+    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "driver": _smi(("driver_version",)).get("driver_version") if cuda else None,
+            "gpu": torch.cuda.get_device_name(device) if cuda else None,
+            "lacking_cuda_apis": _lacking(CUDA_APIS) if cuda else "not checked on CPU"}  # fmt: skip
 
 
 def device_record(device) -> dict:
@@ -651,6 +682,7 @@ def gpu_report(
     mnist = synthetic_dataset(root / "mnist-shaped.npz", train=sizes.mnist_points)
     small = synthetic_dataset(root / "small.npz", train=CHECK_POINTS)  # epoch ends, a stage change, resumption
     report.put("quick", quick)
+    report.section("versions", versions, dev)  # first: whatever fails later, the versions are known
     report.section("device_before", device_record, dev)
     report.section("probe", probe, root, small, dev, need=NEEDS["probe"])
     report.section("correctness", correctness, root, small, dev, sizes, need=NEEDS["correctness"])
@@ -735,9 +767,10 @@ def predict(data: dict, size: int) -> dict:
 
 
 def format_report(data: dict) -> str:
-    env = _measured(data, "device_before") or {}
-    lines = [f"device: {env.get('device_name', '?')} ({env.get('device', '?')}), torch {env.get('torch', '?')} "
-             f"(CUDA {env.get('torch_cuda')}); {'quick (not the real sizes)' if data['quick'] else 'full'}"]  # fmt: skip
+    env, v = _measured(data, "device_before") or {}, _measured(data, "versions") or {}
+    lines = [f"device: {v.get('gpu') or env.get('device_name', '?')} ({env.get('device', '?')}), torch "
+             f"{v.get('torch', '?')} (CUDA {v.get('torch_cuda')}, driver {v.get('driver')}); "
+             f"{'quick (not the real sizes)' if data['quick'] else 'full'}"]  # fmt: skip
     for section in ("probe", "ceilings", "eager", "graphed"):
         if _measured(data, section) is None:
             lines.append(f"{section:<10} {data.get(section)}")
