@@ -160,9 +160,10 @@ def test_prepared_gpu_check_runs_here(tmp_path):
     result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    sections = ("versions", "device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings",
-                "steady")  # fmt: skip
-    for key in sections:
+    assert (
+        set(GPU_SECTIONS) <= set(report) and report["failed"] == [] and result.stdout.endswith("check:      passed\n")
+    )
+    for key in GPU_SECTIONS[:-3]:
         assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
     assert report["versions"] == {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "driver": None,
                                   "gpu": None, "lacking_cuda_apis": "not checked on CPU"}  # fmt: skip
@@ -179,6 +180,69 @@ def test_prepared_gpu_check_runs_here(tmp_path):
     assert p["hours"] > 0 and p["floor_hours"] > 0 and not p["missing"] and "prediction" in p["note"]
     assert p["band_hours"][0] <= p["hours"] <= p["band_hours"][1]
     assert any(line.startswith("prediction: Table 1 in") for line in result.stdout.splitlines())
+
+
+GPU_SECTIONS = ("versions", "device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings",
+                "steady", "device_after", "prediction", "failed")  # fmt: skip
+
+
+def test_a_failed_comparison_fails_the_gpu_check_after_every_section(tmp_path, monkeypatch, capsys):
+    """`python -m iwae bench --gpu-report DIR` (its main, in this process) with one run of the
+    pack differing from itself alone: every section is still run and written, report.json's
+    `failed` names the comparison, stderr says so in one line, and the exit status is 1. The
+    timings are stubbed (they fail nothing); the probe and the versions run for real."""
+    from iwae import cli
+    from iwae.bench import gpu_report as check
+
+    for key, value in cli.CUDA_ENVIRONMENT.items():
+        monkeypatch.setenv(key, value)  # what main would set, restored after the test
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this process's threads
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(check, "_scratch", lambda: scratch)
+    for timed in ("eager", "graph_rates", "pack_rates", "full_epoch", "steady", "ceilings"):
+        monkeypatch.setattr(check, timed, lambda *args: {})
+    equal = {"bitwise_equal": True, "max_abs_difference": 0.0}
+    monkeypatch.setattr(check, "graphed_against_eager", lambda *args: {key: dict(equal) for key in check.CASES})
+    monkeypatch.setattr(
+        check, "resumed_inside_an_epoch", lambda *args: {"run": "2l_k5_iwae", "exercised": True, **equal}
+    )
+    runs = [
+        {"run": "1l_k10_iwae", **equal},
+        {"run": "1l_k10_vae", "bitwise_equal": False, "max_abs_difference": 2.5e-7},
+    ]
+    monkeypatch.setattr(check, "pack_against_alone", lambda *args: {"runs": runs, "bitwise_equal": False})
+
+    code = cli.main(["bench", "--gpu-report", str(tmp_path / "report"), "--threads", "1"])
+    captured = capsys.readouterr()
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert code == 1 and set(GPU_SECTIONS) <= set(report)
+    for key in ("versions", "device_before", "probe", "correctness", "eager", "graphed", "epoch", "steady"):
+        assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
+    failed = "pack_vs_alone 1l_k10_vae not bitwise equal (max |difference| 2.5e-07)"
+    assert report["failed"] == [failed] and report["correctness"]["passed"] is False
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the GPU check failed: {failed} (see {tmp_path / 'report'}/report.json)"]
+    assert captured.out.splitlines()[-1] == f"check:      FAILED: {failed}"
+
+
+def test_what_fails_the_gpu_check():
+    """A checking section that did not run, a step a graph cannot replay and a call the PyTorch
+    lacks each fail the check, by name; measurements that failed do not."""
+    from iwae.bench.gpu_report import failures
+
+    probe = {"capturable": False, "repeatable": True, "host_reads": [], "off_device": [], "random_order": [],
+             "foreign_random": ["rand"], "writes_elsewhere": []}  # fmt: skip
+    data = {"versions": {"torch": "2.11.0", "lacking_cuda_apis": ["torch.cuda.memory._snapshot"]},
+            "probe": {"fused": probe}, "correctness": {"error": "RuntimeError: CUDA error"},
+            "packs": {"error": "RuntimeError: out of memory"}}  # fmt: skip
+    assert failures(data) == [
+        "correctness did not run (RuntimeError: CUDA error)",
+        "torch 2.11.0 lacks torch.cuda.memory._snapshot",
+        "probe fused: a graph cannot replay its step ({'foreign_random': ['rand']})",
+    ]
+    assert failures({"versions": {"lacking_cuda_apis": "not checked on CPU"}, "probe": {},
+                     "correctness": {"failed": []}}) == []  # fmt: skip
 
 
 def test_the_gpu_check_packs_table1_as_the_workflow_does():

@@ -38,7 +38,11 @@ from the median time of a pack step (every run one step), the band from the spre
 trials and of the steady minute together, evaluation as every run's test and validation
 points at its layers' k = 5000 rate plus one job start-up per run. Beside it the floor no
 packing can beat: the longest run alone, 9,774,400 x t(2-layer k = 50 step replayed alone).
-Minutes of measurement stand for hours of running. Data are synthetic, of the real shapes
+Minutes of measurement stand for hours of running. If a check fails (a comparison that is not
+bitwise equal, a resume not exercised, graphs sharing a pool or without a workspace of their
+own, a step a graph cannot hold, a call this PyTorch lacks, a checking section that did not
+run), report.json's `failed` names it and the command exits 1, after every section has run
+and been written. Data are synthetic, of the real shapes
 (59,600 points of 784 grey values, never all zeros). On a CPU (`quick=True`, as the tests run
 it) every size shrinks and the steps run as graphs would, without one.
 """
@@ -638,6 +642,7 @@ def correctness_failures(found: dict) -> list[str]:
     return out
 
 
+PROBE_FINDINGS = ("host_reads", "off_device", "random_order", "foreign_random", "writes_elsewhere")
 PROBED = {  # a step of each backend, and of the random-weight family (autograd, wider noise)
     "fused": {"layers": "2", "k": 5},
     "autograd-dreg": {"k": 5, "objective": "dreg", "backend": "autograd"},
@@ -658,10 +663,8 @@ def probe(root: Path, data_path: Path, device) -> dict:
             _begin(t)
             found = probe_step(t.steps)
         t.release()
-        out[name] = {"capturable": found.capturable, "repeatable": found.repeatable, "host_reads": found.host_reads,
-                     "off_device": found.off_device, "random_order": found.random_order,
-                     "foreign_random": found.foreign_random, "writes_elsewhere": found.writes_elsewhere,
-                     "operations": len(found.trace)}  # fmt: skip
+        out[name] = {"capturable": found.capturable, "repeatable": found.repeatable,
+                     **{key: getattr(found, key) for key in PROBE_FINDINGS}, "operations": len(found.trace)}  # fmt: skip
     return out
 
 
@@ -695,8 +698,29 @@ def gpu_report(
     report.section("steady", steady, root, mnist, dev, sizes.packs[0], seconds, need=min(10.0, sizes.steady_s) + 15)
     report.section("device_after", _smi)
     report.put("prediction", predict(report.data, sizes.packs[0]))
+    report.put("failed", failures(report.data))  # last: every section is written whatever failed
     print(format_report(report.data))
     return report.data
+
+
+def failures(data: dict) -> list[str]:
+    """What the check found wrong, one phrase each naming the comparison or section: a
+    correctness comparison (`correctness_failures`), a probed step a graph cannot hold, a call
+    of the CUDA path this PyTorch lacks, or a checking section that failed or was skipped (it
+    proved nothing). Timings are measurements, not checks: they fail nothing."""
+    out = []
+    for key in ("versions", "probe", "correctness"):
+        if _measured(data, key) is None:
+            value = data.get(key) if isinstance(data.get(key), dict) else {}
+            out.append(f"{key} did not run ({value.get('error') or value.get('skipped') or 'missing'})")
+    lacking = (_measured(data, "versions") or {}).get("lacking_cuda_apis")
+    if isinstance(lacking, list) and lacking:
+        out.append(f"torch {data['versions']['torch']} lacks {', '.join(lacking)}")
+    for name, found in (_measured(data, "probe") or {}).items():
+        if not (found["capturable"] and found["repeatable"]):
+            why = {k: found[k] for k in PROBE_FINDINGS if found[k]} or {"repeatable": False}
+            out.append(f"probe {name}: a graph cannot replay its step ({why})")
+    return out + (_measured(data, "correctness") or {}).get("failed", [])
 
 
 def _measured(data: dict, key: str) -> dict | None:
@@ -790,4 +814,6 @@ def format_report(data: dict) -> str:
                      f"= {p['formula']}")  # fmt: skip
         lines.append(f"floor:      {p['floor_hours']} h = {p['floor_formula']}")
     lines.append(f"            {p['note']}" + (f"; missing: {', '.join(p['missing'])}" if p["missing"] else ""))
+    failed = data.get("failed", [])
+    lines.append(f"check:      {'FAILED: ' + '; '.join(failed) if failed else 'passed'}")
     return "\n".join(lines)
