@@ -146,7 +146,12 @@ def cmd_bench(args) -> int:
     if args.gpu_report:
         from iwae.bench.gpu_report import gpu_report
 
-        gpu_report(Path(args.gpu_report), args.device, args.minutes, threads=args.threads)
+        failed = gpu_report(Path(args.gpu_report), args.device, args.minutes, threads=args.threads)["failed"]
+        if failed:  # one line, after every section is written: a script reading the status is not misled
+            print(
+                f"error: the GPU check failed: {'; '.join(failed)} (see {args.gpu_report}/report.json)", file=sys.stderr
+            )
+            return 1
         return 0
     if args.pack:
         report = bench_pack(args.pack, args.threads or 2, args.device if args.device != "auto" else "cpu")
@@ -293,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpu-report",
         metavar="DIR",
         help="instead: the prepared check of Table 1's cost on a GPU (about 6 minutes; iwae.bench.gpu_report), "
-        "written to DIR/report.json; on a CPU a quick version of it",
+        "written to DIR/report.json; on a CPU a quick version of it; exits 1 if a check fails, after writing every section",
     )
     p.add_argument("--minutes", type=_positive_float, default=6.0, help="time budget of --gpu-report (default: 6)")
     p.add_argument("--out", help="also write the results as JSON")

@@ -1,7 +1,7 @@
 """The steps CUDA graphs replay, checked where there is no GPU: what a capture would record of
 one step of every model family (no host reads, no tensors off the device, no permutations,
-no writes beyond what the warm-up gives back, nothing on the host that changes between
-steps), graph-style steps against eager ones at learning-curve points, runs released
+no random draws but from the run's generator, no writes beyond what the warm-up gives back,
+nothing on the host that changes between steps), graph-style steps against eager ones at learning-curve points, runs released
 without a garbage collection, and the number of streams a process may hold."""
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def _begun(tmp_path, mnist, **options) -> Trainer:
 def test_a_step_of_every_family_is_one_a_cuda_graph_can_replay(tmp_path, mnist, options):
     t = _begun(tmp_path, mnist, **options)
     first = probe_step(t.steps)
-    assert first.capturable, (first.host_reads, first.off_device, first.random_order, first.writes_elsewhere)
+    assert first.capturable, (first.host_reads, first.off_device, first.random_order, first.foreign_random,
+                              first.writes_elsewhere)  # fmt: skip
     assert first.repeatable  # the warm-up's undo gives back all a step depends on; gradients are scratch
     t.opt.lr = t.cfg.learning_rate(1)  # the next stage, at another position
     t.steps.pos.fill_(3)
@@ -78,10 +79,38 @@ def test_the_probe_sees_what_a_capture_cannot_hold():
         outside.add_(1.0)  # a tensor nobody restores after the warm-up
         kept.add_(1.0)
 
-    found = record(step, torch.device("cpu"), writable=[kept])
+    found = record(step, torch.device("cpu"), writable=[kept], generator=torch.Generator())
     assert found.host_reads == ["_local_scalar_dense"] and found.random_order == ["randperm"]
     assert found.off_device == ["lift_fresh", "zeros"] and found.writes_elsewhere == ["add_"]
+    assert found.foreign_random == ["randperm"]  # drawn from the default generator
     assert not found.capturable
+
+
+def test_the_probe_sees_random_draws_from_any_generator_but_the_runs():
+    """A random operation given no generator draws from the default one, and one given another
+    generator from that one: neither is the run's stream, which the graph registers."""
+    run, other = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    x = torch.full((4,), 0.5)
+
+    def own():
+        torch.rand(2, generator=run, device="cpu")
+        torch.randn(2, generator=run, device="cpu")
+        torch.bernoulli(x, generator=run)
+        x.clone().normal_(generator=run)
+
+    def foreign():
+        torch.rand(2)  # the default generator: an overload without one
+        torch.randn(2, generator=other)  # the same seed, not the same stream
+        x.clone().bernoulli_(0.5)  # an in-place draw given none
+        torch.rand_like(x)  # an operation that takes no generator at all
+        torch.nn.functional.dropout(x, 0.5, training=True)
+
+    clean = record(own, torch.device("cpu"), generator=run)
+    assert clean.foreign_random == [] and clean.capturable
+    found = record(foreign, torch.device("cpu"), generator=run)
+    assert found.foreign_random[:4] == ["rand", "randn", "bernoulli_", "rand_like"]
+    assert len(found.foreign_random) == 5 and not found.capturable  # dropout's draw, as this device makes it
+    assert record(own, torch.device("cpu")).foreign_random  # no run's generator given: every draw is foreign
 
 
 def test_graph_steps_pause_at_learning_curve_points_as_eager_steps_do(tmp_path):
@@ -123,3 +152,20 @@ def test_a_process_holds_at_most_one_stream_per_run():
     with pytest.raises(UserError, match=f"at most {STREAMS_PER_POOL} runs"):
         run_streams(torch.device("cuda"), STREAMS_PER_POOL + 1)
     assert run_streams(torch.device("cpu"), 40) == [None] * 40  # a CPU has no streams to share
+
+
+def test_a_graphed_run_stopped_inside_an_epoch_resumes_bit_identical(tmp_path, monkeypatch):
+    """The GPU check's resume, run here: stopped one ten-step replay into the second epoch, its
+    checkpoint falls at step 10 of 21; the new trainer replays ten steps, then one, and ends
+    bit-identical to the run unstopped. A stop at an epoch's last step (the check's old one)
+    leaves the resume nothing to replay, and the record says it was not exercised."""
+    from iwae.bench import gpu_report
+
+    data = synthetic_dataset(tmp_path / "small.npz", train=gpu_report.CHECK_POINTS)
+    found = gpu_report.resumed_inside_an_epoch(tmp_path / "inside", data, torch.device("cpu"), gpu_report.QUICK)
+    assert found["checkpoint"] == {"stage": 2, "epoch": 2, "step": 10, "steps_in_epoch": 21, "steps_left": 11}
+    assert found["replays_after_resume"] == [10, 1] and found["resumes"] == 1 and found["exercised"]
+    assert found["bitwise_equal"] and found["max_abs_difference"] == 0.0
+    monkeypatch.setattr(gpu_report, "STOP_AFTER", gpu_report.CHECK_POINTS // 20)  # the first epoch's last step
+    at_the_end = gpu_report.resumed_inside_an_epoch(tmp_path / "end", data, torch.device("cpu"), gpu_report.QUICK)
+    assert at_the_end["checkpoint"]["steps_left"] == 0 and not at_the_end["exercised"]

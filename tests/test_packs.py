@@ -155,21 +155,110 @@ def test_each_job_takes_a_gpu_of_its_own(tmp_path):
 def test_prepared_gpu_check_runs_here(tmp_path):
     """The check written for an H200 runs end to end on a CPU, in its quick form, with one
     thread (as on a busy machine): every section, the steps graphs replay equal to eager ones
-    for both backends, a pack equal to its runs trained alone, and a labelled prediction."""
+    for both backends, a resume inside an epoch, a pack equal to its runs trained alone, and a
+    labelled prediction."""
     result = run_cli("bench", "--gpu-report", tmp_path / "report", "--threads", "1", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    sections = ("device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings", "steady")
-    for key in sections:
+    assert (
+        set(GPU_SECTIONS) <= set(report) and report["failed"] == [] and result.stdout.endswith("check:      passed\n")
+    )
+    for key in GPU_SECTIONS[:-3]:
         assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
+    assert report["versions"] == {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "driver": None,
+                                  "gpu": None, "lacking_cuda_apis": "not checked on CPU"}  # fmt: skip
+    assert f"(cpu), torch {torch.__version__} (CUDA {torch.version.cuda}, driver None)" in result.stdout.splitlines()[0]
     assert report["quick"] and all(p["capturable"] and p["repeatable"] for p in report["probe"].values())
     check = report["correctness"]
-    assert check["bitwise_equal"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
-    assert check["graphed_vs_eager"]["2l_k5_iwae"]["resumed_bitwise_equal"] and len(check["pack_vs_alone"]["runs"]) == 3
+    assert check["passed"] and not check["failed"] and check["graphed_vs_eager"]["1l_k5_dreg"]["backend"] == "autograd"
+    assert check["graph_pools"] == {"measured": False, "note": "not measurable on CPU: graphs and their memory pools "
+                                    "exist only on a GPU"}  # fmt: skip
+    resumed = check["resumed_inside_an_epoch"]
+    assert resumed["bitwise_equal"] and resumed["exercised"] and resumed["checkpoint"]["steps_left"] == 11
+    assert len(check["pack_vs_alone"]["runs"]) == 3
     p = report["prediction"]
     assert p["hours"] > 0 and p["floor_hours"] > 0 and not p["missing"] and "prediction" in p["note"]
     assert p["band_hours"][0] <= p["hours"] <= p["band_hours"][1]
     assert any(line.startswith("prediction: Table 1 in") for line in result.stdout.splitlines())
+
+
+GPU_SECTIONS = ("versions", "device_before", "probe", "correctness", "eager", "graphed", "packs", "epoch", "ceilings",
+                "steady", "device_after", "prediction", "failed")  # fmt: skip
+
+
+def test_a_failed_comparison_fails_the_gpu_check_after_every_section(tmp_path, monkeypatch, capsys):
+    """`python -m iwae bench --gpu-report DIR` (its main, in this process) with one run of the
+    pack differing from itself alone: every section is still run and written, report.json's
+    `failed` names the comparison, stderr says so in one line, and the exit status is 1. The
+    timings are stubbed (they fail nothing); the probe and the versions run for real."""
+    from iwae import cli
+    from iwae.bench import gpu_report as check
+
+    for key, value in cli.CUDA_ENVIRONMENT.items():
+        monkeypatch.setenv(key, value)  # what main would set, restored after the test
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # keep this process's threads
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(check, "_scratch", lambda: scratch)
+    for timed in ("eager", "graph_rates", "pack_rates", "full_epoch", "steady", "ceilings"):
+        monkeypatch.setattr(check, timed, lambda *args: {})
+    equal = {"bitwise_equal": True, "max_abs_difference": 0.0}
+    monkeypatch.setattr(check, "graphed_against_eager", lambda *args: {key: dict(equal) for key in check.CASES})
+    monkeypatch.setattr(
+        check, "resumed_inside_an_epoch", lambda *args: {"run": "2l_k5_iwae", "exercised": True, **equal}
+    )
+    runs = [
+        {"run": "1l_k10_iwae", **equal},
+        {"run": "1l_k10_vae", "bitwise_equal": False, "max_abs_difference": 2.5e-7},
+    ]
+    monkeypatch.setattr(check, "pack_against_alone", lambda *args: {"runs": runs, "bitwise_equal": False})
+
+    code = cli.main(["bench", "--gpu-report", str(tmp_path / "report"), "--threads", "1"])
+    captured = capsys.readouterr()
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert code == 1 and set(GPU_SECTIONS) <= set(report)
+    for key in ("versions", "device_before", "probe", "correctness", "eager", "graphed", "epoch", "steady"):
+        assert isinstance(report[key], dict) and not {"error", "skipped"} & set(report[key]), (key, report[key])
+    failed = "pack_vs_alone 1l_k10_vae not bitwise equal (max |difference| 2.5e-07)"
+    assert report["failed"] == [failed] and report["correctness"]["passed"] is False
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: the GPU check failed: {failed} (see {tmp_path / 'report'}/report.json)"]
+    assert captured.out.splitlines()[-1] == f"check:      FAILED: {failed}"
+
+
+def test_what_fails_the_gpu_check():
+    """A checking section that did not run, a step a graph cannot replay and a call the PyTorch
+    lacks each fail the check, by name; measurements that failed do not."""
+    from iwae.bench.gpu_report import failures
+
+    probe = {"capturable": False, "repeatable": True, "host_reads": [], "off_device": [], "random_order": [],
+             "foreign_random": ["rand"], "writes_elsewhere": []}  # fmt: skip
+    data = {"versions": {"torch": "2.11.0", "lacking_cuda_apis": ["torch.cuda.memory._snapshot"]},
+            "probe": {"fused": probe}, "correctness": {"error": "RuntimeError: CUDA error"},
+            "packs": {"error": "RuntimeError: out of memory"}}  # fmt: skip
+    assert failures(data) == [
+        "correctness did not run (RuntimeError: CUDA error)",
+        "torch 2.11.0 lacks torch.cuda.memory._snapshot",
+        "probe fused: a graph cannot replay its step ({'foreign_random': ['rand']})",
+    ]
+    assert failures({"versions": {"lacking_cuda_apis": "not checked on CPU"}, "probe": {},
+                     "correctness": {"failed": []}}) == []  # fmt: skip
+
+
+def test_the_gpu_check_packs_table1_as_the_workflow_does():
+    """The check's packs and its prediction are the workflow's: with `compute.pack: dataset`
+    each dataset's Table 1 pack holds the runs TABLE1 names (VAE and IWAE with k = 1 share
+    one run), and the first pack size measured is that pack's."""
+    import yaml
+
+    from iwae.bench.gpu_report import FULL, TABLE1
+    from iwae.plan.experiments import Plan
+
+    plan = Plan.from_config(yaml.safe_load((ROOT / "config.yaml").read_text()))
+    packs = [p for p in plan.packs("dataset") if p.experiment == "table1"]
+    assert [p.name for p in packs] == ["mnist", "omniglot"] and FULL.packs == (len(TABLE1), 2 * len(TABLE1))
+    for pack in packs:
+        assert sorted((int(r.layers), r.k, r.objective) for r in pack.runs) == sorted(TABLE1)
 
 
 def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
@@ -191,6 +280,65 @@ def test_a_failing_section_of_the_gpu_check_costs_only_itself(tmp_path):
     assert any(m.startswith("epoch") for m in prediction["missing"])
     assert "missing: " in format_report({**saved, "prediction": prediction})
     assert predict({**saved, "packs": {"error": "RuntimeError: CUDA"}}, 2)["hours"] is None
+
+
+def test_the_gpu_check_names_the_calls_a_pytorch_lacks():
+    """On the device the check lists the calls of the CUDA path its PyTorch lacks (the machines
+    lent run their own); the lookup walks dotted names and reports what is not there."""
+    from iwae.bench.gpu_report import CUDA_APIS, _lacking
+
+    names = ("torch.cuda.graph", "torch.cuda.memory._snapshot", "torch.no_such_call", "torch.cuda.nothing.deeper")
+    assert _lacking(names) == ["torch.no_such_call", "torch.cuda.nothing.deeper"]
+    assert "torch.cuda.CUDAGraph.register_generator_state" in CUDA_APIS and "torch.cuda.CUDAGraph.pool" in CUDA_APIS
+
+
+MiB = 2**20
+
+
+def _segment(pool: tuple, size: int, device: int = 0) -> dict:
+    """A segment as torch.cuda.memory._snapshot() describes one (its Segment and Block), freed."""
+    block = {"size": size, "requested_size": size, "address": 0, "state": "inactive", "frames": []}
+    return {"device": device, "address": 0, "total_size": size, "allocated_size": 0, "active_size": 0,
+            "requested_size": 0, "stream": 94000000, "segment_type": "large" if size > MiB else "small",
+            "segment_pool_id": pool, "is_expandable": False, "frames": [], "blocks": [block]}  # fmt: skip
+
+
+def test_each_graphs_own_workspace_is_read_from_a_memory_snapshot(monkeypatch):
+    """The evidence the GPU check gathers on a device, read from snapshots shaped like
+    torch.cuda.memory._snapshot()'s: graphs in pools of their own, each holding a segment of
+    the 32 MiB workspace beside the 2 and 20 MiB ones of a step's tensors; and the failures it
+    names: graphs sharing a pool, a pool without a workspace, a workspace too small to tell."""
+    from iwae.bench.gpu_report import correctness_failures, pools_in_snapshot, workspace_bytes
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as the command line sets it
+    assert workspace_bytes(torch.device("cpu")) == 32 * MiB
+    pools = {"run0, 1 steps": (0, 1), "run0, 10 steps": (0, 2), "run1, 1 steps": (0, 3)}
+    steps = [_segment(pool, size) for pool in pools.values() for size in (2 * MiB, 20 * MiB)]
+    workspaces = [_segment(pool, 32 * MiB) for pool in pools.values()]
+    others = [_segment((0, 0), 64 * MiB), _segment((0, 3), 32 * MiB, device=1)]  # the default pool; another GPU
+    found = pools_in_snapshot({"segments": steps + workspaces + others, "device_traces": []}, pools, 32 * MiB, 0)
+    assert found["pools_distinct"] and found["each_has_its_workspace"]
+    assert found["graphs"]["run1, 1 steps"] == {"pool": [0, 3], "segments": 3, "reserved_bytes": 54 * MiB,
+                                                "workspace_segments": [32 * MiB]}  # fmt: skip
+    checked = {"graphed_vs_eager": {}, "pack_vs_alone": {"runs": []},
+               "resumed_inside_an_epoch": {"run": "r", "bitwise_equal": True, "exercised": True}}  # fmt: skip
+    assert correctness_failures({**checked, "graph_pools": {"measured": True, **found}}) == []
+    assert correctness_failures({**checked, "graph_pools": {"measured": False}}) == []  # on a CPU
+
+    shared = pools_in_snapshot({"segments": steps + workspaces}, {**pools, "run2, 1 steps": (0, 1)}, 32 * MiB, 0)
+    assert not shared["pools_distinct"] and shared["each_has_its_workspace"]
+    assert correctness_failures({**checked, "graph_pools": {"measured": True, **shared}}) == [
+        "graph_pools: graphs share a memory pool"
+    ]
+    lacking = pools_in_snapshot({"segments": steps + workspaces[:2]}, pools, 32 * MiB, 0)
+    assert (
+        "in the pools of run1, 1 steps"
+        in correctness_failures({**checked, "graph_pools": {"measured": True, **lacking}})[0]
+    )
+    small = pools_in_snapshot({"segments": steps + workspaces}, pools, 8 * MiB, 0)  # a 20 MiB segment would pass
+    assert not small["each_has_its_workspace"] and not small["workspace_distinguishable"]
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:2:16:8")
+    assert workspace_bytes(torch.device("cpu")) == 8 * MiB + 128 * 1024
 
 
 def test_pack_benchmark_compares_a_pack_with_separate_jobs():

@@ -5,32 +5,44 @@ section starts only if the time it needs is left, the steady replay takes what r
 section writes DIR/report.json as it ends; one that fails is recorded with its error, and the
 others still run. In order:
 
- 1. versions (torch, CUDA, the driver), the device and its clocks before (nvidia-smi);
+ 1. versions, first: `torch.__version__`, `torch.version.cuda`, the driver and the GPU's name
+    (the machines lent run their own PyTorch, 2.11 with CUDA 13 at last report, not the tests'),
+    and any call of the CUDA path that PyTorch lacks; the device and its clocks (nvidia-smi);
  2. a probe of one step of each backend on the device (`iwae.training.probe.probe_step`: no host
-    reads, no tensors off the device, no writes that the warm-up does not undo);
- 3. correctness, bitwise: graphed steps against eager ones from the same seed, across epoch
+    reads, no tensors off the device, no random draws but from the run's generator, no writes
+    that the warm-up does not undo);
+ 3. correctness: bitwise, graphed steps against eager ones from the same seed, across epoch
     ends and a change of stage, for the fused backend (IWAE) and the autograd one (DReG, two
-    backward passes); a graphed run stopped inside an epoch and resumed; a pack of three runs
-    (two with k = 50) against the same runs trained alone, one after another;
+    backward passes); a graphed run stopped strictly inside an epoch (at step 10 of 21) and
+    resumed, a ten-step and a one-step replay left, against the run unstopped, with where its
+    checkpoint fell; a pack of three runs (two with k = 50) against the same runs trained
+    alone, one after another; and, for that pack with every graph captured, each graph's
+    memory pool, distinct from every other's, with a segment of the cuBLAS workspace in it
+    (the comparison alone sees a shared workspace only if cuBLAS picks kernels that use one);
  4. eager steps/s for the six (layers, k) settings, all warmed up before any is timed, k = 5000
     evaluation points/s, and the start-up of an evaluation job;
- 5. replayed steps/s of each setting alone, and packs of 12 and 24 runs (each run its own
+ 5. replayed steps/s of each setting alone, and packs of 10 and 20 runs (each run its own
     graphs on its own stream), with the host's share of the time apart;
- 6. one full epoch of a 12-run pack through the real training loop;
+ 6. one full epoch of a 10-run pack through the real training loop;
  7. ceilings: float32 and TF32 products of a step's shapes, one large SGEMM, one copy;
- 8. a minute of steady replay of the 12-run pack (drift shows clock or thermal effects), and
+ 8. a minute of steady replay of the 10-run pack (drift shows clock or thermal effects), and
     the clocks after.
 
 Then it predicts, and says it predicts: Table 1 as the workflow runs it with
-`compute.pack: dataset` and one GPU (the MNIST pack, then the Omniglot pack, 12 runs each):
+`compute.pack: dataset` and one GPU (the MNIST pack, then the Omniglot pack, 10 runs each:
+VAE and IWAE with k = 1 are one objective and share one run, so 20 runs fill the 24 cells):
 
-    T = (9,774,400 + 3,772,000) x t(12-run pack step) + 2 x 3,280 x t(epoch overhead) + evaluation
+    T = (9,774,400 + 3,772,000) x t(10-run pack step) + 2 x 3,280 x t(epoch overhead) + evaluation
 
 from the median time of a pack step (every run one step), the band from the spread of the
 trials and of the steady minute together, evaluation as every run's test and validation
 points at its layers' k = 5000 rate plus one job start-up per run. Beside it the floor no
 packing can beat: the longest run alone, 9,774,400 x t(2-layer k = 50 step replayed alone).
-Minutes of measurement stand for hours of running. Data are synthetic, of the real shapes
+Minutes of measurement stand for hours of running. If a check fails (a comparison that is not
+bitwise equal, a resume not exercised, graphs sharing a pool or without a workspace of their
+own, a step a graph cannot hold, a call this PyTorch lacks, a checking section that did not
+run), report.json's `failed` names it and the command exits 1, after every section has run
+and been written. Data are synthetic, of the real shapes
 (59,600 points of 784 grey values, never all zeros). On a CPU (`quick=True`, as the tests run
 it) every size shrinks and the steps run as graphs would, without one.
 """
@@ -38,6 +50,7 @@ it) every size shrinks and the steps run as graphs would, without one.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -54,12 +67,20 @@ from iwae.plan.config import TrainConfig
 from iwae.system import devices
 from iwae.system.files import write_json
 from iwae.system.provenance import environment, resolve_device
+from iwae.training.callbacks import Callback, Checkpoints
+from iwae.training.graphs import STEPS_PER_GRAPH
 from iwae.training.probe import probe_step
 
 MNIST_STEPS, OMNIGLOT_STEPS, EPOCHS = 2980 * 3280, 1150 * 3280, 3280  # steps per run: 9,774,400 and 3,772,000
 EVAL_POINTS = {"mnist": 10000 + 400, "omniglot": 8070 + 1000}  # test and validation points per run
-TABLE1 = [(layers, k, objective) for layers in (1, 2) for k in (1, 5, 50) for objective in ("vae", "iwae")]
+# the runs of one dataset's Table 1 pack, as the workflow plans them (iwae.plan.experiments._share):
+# VAE and IWAE with k = 1 are one objective, trained once as the VAE's run
+TABLE1 = [(layers, k, objective) for layers in (1, 2) for k in (1, 5, 50)
+          for objective in (("vae",) if k == 1 else ("vae", "iwae"))]  # fmt: skip
 CHECK_POINTS = 420  # training points of the correctness runs: 21 steps an epoch, so a graph of 10 leaves one
+# the stop of the resumed run: one ten-step replay into its second epoch, so the checkpoint falls at
+# step 10 of 21 and the resume replays ten steps, then one
+STOP_AFTER = CHECK_POINTS // 20 + STEPS_PER_GRAPH
 
 
 @dataclass(frozen=True)
@@ -67,7 +88,7 @@ class Sizes:
     mnist_points: int  # training points of the synthetic MNIST-shaped dataset
     steps: int  # steps of every run in one timed trial
     trials: int
-    packs: tuple[int, ...]  # pack sizes; the first is the workflow's (12 runs per dataset)
+    packs: tuple[int, ...]  # pack sizes; the first is the workflow's (10 runs per dataset), then both datasets
     eager_steps: int  # eager steps per timed call
     eager_repeats: int
     eval_k: int
@@ -79,14 +100,14 @@ class Sizes:
     products: int
 
 
-FULL = Sizes(mnist_points=59600, steps=500, trials=7, packs=(12, 24), eager_steps=10, eager_repeats=5, eval_k=5000,
+FULL = Sizes(mnist_points=59600, steps=500, trials=7, packs=(10, 20), eager_steps=10, eager_repeats=5, eval_k=5000,
              check_epochs=(4, 6), check_pack=((2, 50, "iwae"), (2, 50, "vae"), (1, 5, "iwae")), steady_s=60.0,
              sgemm=8192, copy_floats=2**28, products=100)  # fmt: skip
 QUICK = Sizes(mnist_points=CHECK_POINTS, steps=10, trials=2, packs=(2, 3), eager_steps=3, eager_repeats=2, eval_k=100,
               check_epochs=(1, 1), check_pack=((1, 10, "iwae"), (1, 10, "vae"), (2, 5, "iwae")), steady_s=1.0,
               sgemm=1024, copy_floats=2**22, products=5)  # fmt: skip
 # seconds each section needs on an H200 (estimates, with a margin): it starts only if they are left
-NEEDS = {"probe": 10, "correctness": 60, "eager": 45, "graphed": 30, "packs": 60, "epoch": 30, "ceilings": 15}
+NEEDS = {"probe": 10, "correctness": 75, "eager": 45, "graphed": 30, "packs": 60, "epoch": 30, "ceilings": 15}
 
 
 class Report:
@@ -143,12 +164,19 @@ def _timed(fn, device, repeats: int) -> list[float]:
 # --------------------------------------------------------------------------- the device
 
 
-def _smi() -> dict:
+# the last two are one field's names in newer and in older drivers
+SMI_FIELDS = ("name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
+              "temperature.gpu", "power.draw", "clocks_event_reasons.active", "clocks_throttle_reasons.active")  # fmt: skip
+# what the CUDA path calls: the machines lent run their own PyTorch (2.11 with CUDA 13 at last
+# report, nothing installable there), not the one the CPU tests run, so the check says which it lacks
+CUDA_APIS = ("torch.cuda.CUDAGraph.register_generator_state", "torch.cuda.CUDAGraph.pool", "torch.cuda.graph",
+             "torch.cuda.Stream", "torch.cuda.memory._snapshot", "torch._C._cuda_clearCublasWorkspaces",
+             "torch._fused_adam_")  # fmt: skip
+
+
+def _smi(fields=SMI_FIELDS) -> dict:
     """nvidia-smi's view of the device, one field at a time (a field this driver does not
     know costs that field only)."""
-    # the last two are one field's names in newer and in older drivers
-    fields = ["name", "driver_version", "pstate", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem",
-              "temperature.gpu", "power.draw", "clocks_event_reasons.active", "clocks_throttle_reasons.active"]  # fmt: skip
     out = {}
     for name in fields:
         try:
@@ -159,6 +187,28 @@ def _smi() -> dict:
         if result.returncode == 0:
             out[name] = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
     return out
+
+
+def _lacking(names) -> list[str]:
+    """The dotted names (from `torch`) this PyTorch does not have."""
+    out = []
+    for name in names:
+        found = torch
+        for part in name.split(".")[1:]:
+            found = getattr(found, part, None)
+        if found is None:
+            out.append(name)
+    return out
+
+
+def versions(device) -> dict:
+    """What every figure of the report comes from: PyTorch and the CUDA it was built with,
+    the driver and the GPU; on a GPU, the calls of the CUDA path this PyTorch lacks."""
+    cuda = device.type == "cuda"
+    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "driver": _smi(("driver_version",)).get("driver_version") if cuda else None,
+            "gpu": torch.cuda.get_device_name(device) if cuda else None,
+            "lacking_cuda_apis": _lacking(CUDA_APIS) if cuda else "not checked on CPU"}  # fmt: skip
 
 
 def device_record(device) -> dict:
@@ -371,23 +421,21 @@ def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
 # --------------------------------------------------------------------------- correctness
 
 
-def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs, stop_at=None):
-    """A run through the real training loop, graphed or eager; stopped after `stop_at` steps
-    (inside an epoch: a checkpoint there) and resumed, if asked. The trainer at its end."""
-    from iwae.errors import Interrupted
+CASES = {  # the graphed-against-eager runs: each backend, the autograd one with two backward passes
+    "2l_k5_iwae": {"layers": "2", "k": 5, "objective": "iwae", "backend": "fused"},
+    "1l_k5_dreg": {"layers": "1", "k": 5, "objective": "dreg", "backend": "autograd"},
+}
+
+
+def _check_config(data_path: Path, device, setting: dict, epochs) -> TrainConfig:
+    return TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(epochs), **setting)
+
+
+def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs):
+    """A run through the real training loop, graphed or eager: the trainer at its end."""
     from iwae.training.loop import Trainer
 
-    cfg = TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(epochs), **setting)
-    t = Trainer(cfg, root / name, True, False, graphed=graphed)
-    if stop_at is not None:
-        try:
-            with devices.on(devices.run_streams(t.device, 1)[0]):
-                for _ in t.train():
-                    if t.opt.t >= stop_at:
-                        t.stop.requested = True
-        except Interrupted:
-            t.release()
-            t = Trainer(cfg, root / name, True, False, graphed=graphed)
+    t = Trainer(_check_config(data_path, device, setting, epochs), root / name, True, False, graphed=graphed)
     t.run()
     return t
 
@@ -397,24 +445,78 @@ def _compare(a: torch.Tensor, b: torch.Tensor) -> dict:
 
 
 def graphed_against_eager(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
-    """Each backend's graphed run against the same run eager, bitwise; the fused one also
-    stopped inside an epoch and resumed."""
-    cases = {"2l_k5_iwae": {"layers": "2", "k": 5, "objective": "iwae", "backend": "fused"},
-             "1l_k5_dreg": {"layers": "1", "k": 5, "objective": "dreg", "backend": "autograd"}}  # fmt: skip
+    """Each backend's graphed run against the same run eager, bitwise."""
     out = {}
-    for key, setting in cases.items():
+    for key, setting in CASES.items():
         graphed = _trained(root, data_path, device, f"graphed-{key}", setting, True, sizes.check_epochs)
         eager_run = _trained(root, data_path, device, f"eager-{key}", setting, False, sizes.check_epochs)
-        params = graphed.model.buffer.data
         out[key] = {"backend": graphed.backend.name, "steps_as": graphed.steps.kind,
-                    **_compare(params, eager_run.model.buffer.data)}  # fmt: skip
-        if setting["backend"] == "fused":
-            stop_at = CHECK_POINTS // 20 + 15  # inside the second epoch
-            resumed = _trained(root, data_path, device, f"resumed-{key}", setting, True, sizes.check_epochs, stop_at)
-            out[key]["resumed_bitwise_equal"] = resumed.resumes == 1 and bool(
-                torch.equal(resumed.model.buffer.data, params)
-            )
+                    **_compare(graphed.model.buffer.data, eager_run.model.buffer.data)}  # fmt: skip
     return out
+
+
+class _StopAfter(Callback):
+    """Requests the run's stop once it has taken `steps` steps, as a scheduler's SIGTERM would
+    then. Called before the checkpoints callback, which saves the run at that very step
+    boundary and stops it."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def after_steps(self, trainer, stage, epoch, step):
+        if trainer.opt.t >= self.steps:
+            trainer.stop.requested = True
+
+
+def resumed_inside_an_epoch(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """The fused backend's graphed run stopped after STOP_AFTER steps, strictly inside an epoch
+    (its checkpoint there), and resumed by a new trainer, against the same run unstopped,
+    bitwise. Records where the checkpoint fell and the replays that finished its epoch: the
+    resume is exercised only if they include one of STEPS_PER_GRAPH steps and one of a single
+    step (a checkpoint at an epoch's last step leaves the resume nothing to replay)."""
+    from iwae.errors import Interrupted
+    from iwae.training.loop import Trainer
+
+    key, setting = "2l_k5_iwae", CASES["2l_k5_iwae"]
+    unstopped = _trained(root, data_path, device, f"unstopped-{key}", setting, True, sizes.check_epochs)
+    cfg = _check_config(data_path, device, setting, sizes.check_epochs)
+    first = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
+    first.callbacks.insert(next(i for i, c in enumerate(first.callbacks) if isinstance(c, Checkpoints)),
+                           _StopAfter(STOP_AFTER))  # fmt: skip
+    try:
+        with devices.on(devices.run_streams(first.device, 1)[0]):
+            for _ in first.train():
+                pass
+        raise RuntimeError(f"the run ended before its stop after {STOP_AFTER} steps")
+    except Interrupted:
+        pass
+    finally:
+        first.release()
+    t = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
+    checkpoint = t.store.latest(t.say)
+    where, done, replays, finishing = checkpoint["position"], checkpoint["optimizer"]["t"], [], True
+    try:
+        with devices.on(devices.run_streams(t.device, 1)[0]):
+            for token in t.train():
+                if finishing and token == "step":  # a replay (or step) of the epoch the checkpoint fell in
+                    replays.append(t.opt.t - done)
+                    done = t.opt.t
+                finishing = finishing and token != "epoch"
+            t.finish()
+    finally:
+        t.release()
+    n, step = t.n_batches, where["step"]
+    epoch = sum(cfg.epochs_per_stage[: where["stage"]]) + where["epoch"] + 1  # counted over the stages, from 1
+    fell = {"stage": where["stage"] + 1, "epoch": epoch, "step": step, "steps_in_epoch": n, "steps_left": n - step}
+    return {
+        "run": key,
+        "stop_after_steps": STOP_AFTER,
+        "checkpoint": fell,
+        "replays_after_resume": replays,
+        "resumes": t.resumes,
+        "exercised": t.resumes == 1 and 0 < step < n and STEPS_PER_GRAPH in replays and 1 in replays,
+        **_compare(t.model.buffer.data, unstopped.model.buffer.data),
+    }
 
 
 def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
@@ -442,16 +544,105 @@ def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dic
     return {"runs": out, "bitwise_equal": all(r["bitwise_equal"] for r in out)}
 
 
+# --------------------------------------------------------------------------- each graph's own workspace
+
+LARGE_SEGMENT = 20 * 2**20  # the caching allocator serves requests of 1 to 10 MiB from segments of this size
+
+
+def workspace_bytes(device) -> int:
+    """The cuBLAS workspace PyTorch allocates per (handle, stream), as it reads it: the
+    :KiB:count pairs of CUBLAS_WORKSPACE_CONFIG summed (the command line sets :4096:8, 32 MiB),
+    else its default (32 MiB from compute capability 9 on, else 4096 KiB x 2 + 16 KiB x 8)."""
+    pairs = re.findall(r":(\d+):(\d+)", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""))
+    if pairs:
+        return sum(int(size) * int(count) for size, count in pairs) * 1024
+    major = torch.cuda.get_device_capability(device)[0] if device.type == "cuda" else 0
+    return (4096 * 8 if major >= 9 else 4096 * 2 + 16 * 8) * 1024
+
+
+def pools_in_snapshot(snapshot: dict, pools: dict[str, tuple], workspace: int, device_index: int | None = None) -> dict:
+    """Each graph's private memory pool (`pools`: name -> `CUDAGraph.pool()`) in a memory
+    snapshot (`torch.cuda.memory._snapshot()`): its segments, and those of at least the cuBLAS
+    workspace's size. A workspace larger than the allocator's 20 MiB segments has a segment of
+    its own, which nothing else a step allocates (every tensor under 10 MiB) could fill: such
+    a segment in a graph's pool is that graph's workspace. Distinct pools, each with one, are
+    the proof that graphs replaying at once never share a workspace."""
+    segments = [
+        s for s in snapshot["segments"] if device_index is None or s.get("device", device_index) == device_index
+    ]
+    graphs = {}
+    for name, pool in pools.items():
+        own = [s for s in segments if tuple(s["segment_pool_id"]) == tuple(pool)]
+        graphs[name] = {"pool": list(pool), "segments": len(own), "reserved_bytes": sum(s["total_size"] for s in own),
+                        "workspace_segments": [s["total_size"] for s in own if s["total_size"] >= workspace]}  # fmt: skip
+    distinguishable = workspace > LARGE_SEGMENT
+    return {
+        "workspace_bytes": workspace,
+        "workspace_distinguishable": distinguishable,
+        "pools_distinct": len({tuple(p) for p in pools.values()}) == len(pools),
+        "each_has_its_workspace": distinguishable and all(g["workspace_segments"] for g in graphs.values()),
+        "graphs": graphs,
+    }
+
+
+def graph_pools(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
+    """The direct evidence of each graph's own workspace, for the pack of `sizes.check_pack`
+    (three runs, two with k = 50) with all its graphs captured (`pools_in_snapshot`). The pack
+    against its runs alone sees a shared workspace only if cuBLAS happens to choose kernels
+    that use one."""
+    if device.type != "cuda":
+        return {"measured": False, "note": "not measurable on CPU: graphs and their memory pools exist only on a GPU"}
+    trainers = _pack(root / "pools", data_path, device, list(sizes.check_pack))
+    try:
+        _sync(device)
+        pools = {f"run{i} {layers}l_k{k}_{objective}, {n} steps": graph.pool()
+                 for i, (t, (layers, k, objective)) in enumerate(zip(trainers, sizes.check_pack))
+                 for n, graph in sorted(t.steps.graphs.items())}  # fmt: skip
+        found = pools_in_snapshot(torch.cuda.memory._snapshot(device), pools, workspace_bytes(device), device.index)
+    finally:
+        _release(trainers)
+    return {"measured": True, **found}
+
+
 def correctness(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
     out = {"graphed_vs_eager": graphed_against_eager(root, data_path, device, sizes),
-           "pack_vs_alone": pack_against_alone(root, data_path, device, sizes)}  # fmt: skip
-    cases = out["graphed_vs_eager"].values()
-    out["bitwise_equal"] = out["pack_vs_alone"]["bitwise_equal"] and all(
-        c["bitwise_equal"] and c.get("resumed_bitwise_equal", True) for c in cases
-    )
+           "resumed_inside_an_epoch": resumed_inside_an_epoch(root, data_path, device, sizes),
+           "pack_vs_alone": pack_against_alone(root, data_path, device, sizes),
+           "graph_pools": graph_pools(root, data_path, device, sizes)}  # fmt: skip
+    out["failed"] = correctness_failures(out)
+    out["passed"] = not out["failed"]
     return out
 
 
+def _differ(name: str, compared: dict) -> str:
+    return f"{name} not bitwise equal (max |difference| {compared['max_abs_difference']:.3g})"
+
+
+def correctness_failures(found: dict) -> list[str]:
+    """What the correctness section found wrong, one phrase each, naming the comparison."""
+    out = [
+        _differ(f"graphed_vs_eager {key}", c) for key, c in found["graphed_vs_eager"].items() if not c["bitwise_equal"]
+    ]
+    resumed = found["resumed_inside_an_epoch"]
+    if not resumed["bitwise_equal"]:
+        out.append(_differ(f"resumed_inside_an_epoch {resumed['run']}", resumed))
+    if not resumed["exercised"]:
+        fell = resumed["checkpoint"]
+        out.append(f"resumed_inside_an_epoch {resumed['run']} not exercised (checkpoint at step {fell['step']} of "
+                   f"{fell['steps_in_epoch']}, replays after it {resumed['replays_after_resume']})")  # fmt: skip
+    out += [_differ(f"pack_vs_alone {r['run']}", r) for r in found["pack_vs_alone"]["runs"] if not r["bitwise_equal"]]
+    pools = found["graph_pools"]
+    if pools["measured"] and not pools["pools_distinct"]:
+        out.append("graph_pools: graphs share a memory pool")
+    if pools["measured"] and not pools["each_has_its_workspace"]:
+        lacking = [name for name, g in pools["graphs"].items() if not g["workspace_segments"]]
+        out.append(f"graph_pools: no segment of the {pools['workspace_bytes']} B workspace in the pools of "
+                   f"{', '.join(lacking) or 'any graph'}" + ("" if pools["workspace_distinguishable"] else
+                   " (a workspace of 20 MiB or less cannot be told apart: set CUBLAS_WORKSPACE_CONFIG=:4096:8)"))  # fmt: skip
+    return out
+
+
+PROBE_FINDINGS = ("host_reads", "off_device", "random_order", "foreign_random", "writes_elsewhere")
 PROBED = {  # a step of each backend, and of the random-weight family (autograd, wider noise)
     "fused": {"layers": "2", "k": 5},
     "autograd-dreg": {"k": 5, "objective": "dreg", "backend": "autograd"},
@@ -472,9 +663,8 @@ def probe(root: Path, data_path: Path, device) -> dict:
             _begin(t)
             found = probe_step(t.steps)
         t.release()
-        out[name] = {"capturable": found.capturable, "repeatable": found.repeatable, "host_reads": found.host_reads,
-                     "off_device": found.off_device, "random_order": found.random_order,
-                     "writes_elsewhere": found.writes_elsewhere, "operations": len(found.trace)}  # fmt: skip
+        out[name] = {"capturable": found.capturable, "repeatable": found.repeatable,
+                     **{key: getattr(found, key) for key in PROBE_FINDINGS}, "operations": len(found.trace)}  # fmt: skip
     return out
 
 
@@ -495,6 +685,7 @@ def gpu_report(
     mnist = synthetic_dataset(root / "mnist-shaped.npz", train=sizes.mnist_points)
     small = synthetic_dataset(root / "small.npz", train=CHECK_POINTS)  # epoch ends, a stage change, resumption
     report.put("quick", quick)
+    report.section("versions", versions, dev)  # first: whatever fails later, the versions are known
     report.section("device_before", device_record, dev)
     report.section("probe", probe, root, small, dev, need=NEEDS["probe"])
     report.section("correctness", correctness, root, small, dev, sizes, need=NEEDS["correctness"])
@@ -507,8 +698,29 @@ def gpu_report(
     report.section("steady", steady, root, mnist, dev, sizes.packs[0], seconds, need=min(10.0, sizes.steady_s) + 15)
     report.section("device_after", _smi)
     report.put("prediction", predict(report.data, sizes.packs[0]))
+    report.put("failed", failures(report.data))  # last: every section is written whatever failed
     print(format_report(report.data))
     return report.data
+
+
+def failures(data: dict) -> list[str]:
+    """What the check found wrong, one phrase each naming the comparison or section: a
+    correctness comparison (`correctness_failures`), a probed step a graph cannot hold, a call
+    of the CUDA path this PyTorch lacks, or a checking section that failed or was skipped (it
+    proved nothing). Timings are measurements, not checks: they fail nothing."""
+    out = []
+    for key in ("versions", "probe", "correctness"):
+        if _measured(data, key) is None:
+            value = data.get(key) if isinstance(data.get(key), dict) else {}
+            out.append(f"{key} did not run ({value.get('error') or value.get('skipped') or 'missing'})")
+    lacking = (_measured(data, "versions") or {}).get("lacking_cuda_apis")
+    if isinstance(lacking, list) and lacking:
+        out.append(f"torch {data['versions']['torch']} lacks {', '.join(lacking)}")
+    for name, found in (_measured(data, "probe") or {}).items():
+        if not (found["capturable"] and found["repeatable"]):
+            why = {k: found[k] for k in PROBE_FINDINGS if found[k]} or {"repeatable": False}
+            out.append(f"probe {name}: a graph cannot replay its step ({why})")
+    return out + (_measured(data, "correctness") or {}).get("failed", [])
 
 
 def _measured(data: dict, key: str) -> dict | None:
@@ -518,15 +730,16 @@ def _measured(data: dict, key: str) -> dict | None:
 
 
 def evaluation_seconds(eager_rates: dict) -> float | None:
-    """Table 1's 24 evaluations: every run's test and validation points at the k = 5000 rate
-    (the quick form's k where it ran no other) of its layers, and one job start-up each."""
+    """Table 1's 20 evaluations (one per run; a shared run's fills both its cells): every run's
+    test and validation points at the k = 5000 rate (the quick form's k where it ran no other)
+    of its layers, and one job start-up each."""
     rates = {layers: next((v for k, v in eager_rates.items() if k.startswith(f"eval_{layers}l_")), None)
              for layers in (1, 2)}  # fmt: skip
     if None in rates.values() or "eval_job_startup_s" not in eager_rates:
         return None
-    runs = 6  # of each dataset and number of layers: k = 1, 5, 50, VAE and IWAE
-    seconds = sum(runs * points / rates[layers] for layers in (1, 2) for points in EVAL_POINTS.values())
-    return seconds + 24 * eager_rates["eval_job_startup_s"]
+    runs = {layers: sum(1 for setting in TABLE1 if setting[0] == layers) for layers in (1, 2)}  # per dataset
+    seconds = sum(runs[layers] * points / rates[layers] for layers in (1, 2) for points in EVAL_POINTS.values())
+    return seconds + len(EVAL_POINTS) * len(TABLE1) * eager_rates["eval_job_startup_s"]
 
 
 def predict(data: dict, size: int) -> dict:
@@ -578,9 +791,10 @@ def predict(data: dict, size: int) -> dict:
 
 
 def format_report(data: dict) -> str:
-    env = _measured(data, "device_before") or {}
-    lines = [f"device: {env.get('device_name', '?')} ({env.get('device', '?')}), torch {env.get('torch', '?')} "
-             f"(CUDA {env.get('torch_cuda')}); {'quick (not the real sizes)' if data['quick'] else 'full'}"]  # fmt: skip
+    env, v = _measured(data, "device_before") or {}, _measured(data, "versions") or {}
+    lines = [f"device: {v.get('gpu') or env.get('device_name', '?')} ({env.get('device', '?')}), torch "
+             f"{v.get('torch', '?')} (CUDA {v.get('torch_cuda')}, driver {v.get('driver')}); "
+             f"{'quick (not the real sizes)' if data['quick'] else 'full'}"]  # fmt: skip
     for section in ("probe", "ceilings", "eager", "graphed"):
         if _measured(data, section) is None:
             lines.append(f"{section:<10} {data.get(section)}")
@@ -600,4 +814,6 @@ def format_report(data: dict) -> str:
                      f"= {p['formula']}")  # fmt: skip
         lines.append(f"floor:      {p['floor_hours']} h = {p['floor_formula']}")
     lines.append(f"            {p['note']}" + (f"; missing: {', '.join(p['missing'])}" if p["missing"] else ""))
+    failed = data.get("failed", [])
+    lines.append(f"check:      {'FAILED: ' + '; '.join(failed) if failed else 'passed'}")
     return "\n".join(lines)

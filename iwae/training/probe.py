@@ -2,8 +2,8 @@
 
 `probe_step` runs one step of a run's graphed steps under a dispatch mode that sees every
 operation: host reads, tensors made from host data or away from the run's device, random
-permutations, and writes to tensors the warm-up's snapshot does not restore would all break
-a capture silently. The tests run it on a CPU for every model family; the GPU check runs it
+permutations, random draws from any generator but the run's own, and writes to tensors the
+warm-up's snapshot does not restore would all break a capture silently. The tests run it on a CPU for every model family; the GPU check runs it
 on the device.
 """
 
@@ -25,6 +25,8 @@ HOST_READS = {"_local_scalar_dense", "is_nonzero", "equal", "nonzero", "masked_s
               "_unique2", "unique_dim", "unique_consecutive", "repeat_interleave", "bincount"}  # fmt: skip
 HOST_DATA = {"lift_fresh", "lift_fresh_copy"}  # torch.tensor(data): a copy from host memory, frozen by a capture
 RANDOM_ORDER = {"randperm", "randint", "multinomial"}  # an epoch's order is drawn once, outside the steps
+# random operations that may take no generator at all (the others say so by a Generator argument)
+RANDOM = {"rand", "randn", "randint", "randperm", "rand_like", "randn_like", "randint_like", "native_dropout"}
 
 
 @dataclass
@@ -34,13 +36,18 @@ class StepProbe:
     host_reads: list[str] = field(default_factory=list)  # operations the host must wait for
     off_device: list[str] = field(default_factory=list)  # tensors made from host data or away from the device
     random_order: list[str] = field(default_factory=list)  # permutations and index draws
+    # random draws from another generator than the run's (the default one, when none is given): the run's
+    # seed does not name that noise, and a graph replays the same draws from a generator not registered with it
+    foreign_random: list[str] = field(default_factory=list)
     writes_elsewhere: list[str] = field(default_factory=list)  # earlier tensors written, beyond what is restored
     trace: list[tuple] = field(default_factory=list)  # every operation and its non-tensor arguments
     repeatable: bool = False  # from the snapshot again, with garbage in the gradients: the same state
 
     @property
     def capturable(self) -> bool:
-        return not (self.host_reads or self.off_device or self.random_order or self.writes_elsewhere)
+        return not (
+            self.host_reads or self.off_device or self.random_order or self.foreign_random or self.writes_elsewhere
+        )
 
 
 def probe_step(steps: GraphedSteps) -> StepProbe:
@@ -52,7 +59,7 @@ def probe_step(steps: GraphedSteps) -> StepProbe:
     state = steps.state
     kept = state_tensors(steps)
     saved = snapshot(steps)
-    found = record(steps._body, state.device, writable=[*kept.values(), state.buffer.grad])
+    found = record(steps._body, state.device, writable=[*kept.values(), state.buffer.grad], generator=state.generator)
     after = {name: x.clone() for name, x in kept.items()}
     restore(steps, saved)
     state.buffer.grad.fill_(math.nan)
@@ -62,10 +69,13 @@ def probe_step(steps: GraphedSteps) -> StepProbe:
     return found
 
 
-def record(fn, device: torch.device, writable: list[torch.Tensor] = ()) -> StepProbe:
+def record(
+    fn, device: torch.device, writable: list[torch.Tensor] = (), generator: torch.Generator | None = None
+) -> StepProbe:
     """Run fn() operation by operation: what a capture of it would find (`probe_step`).
-    `writable`: the earlier tensors it may write."""
-    recorder = _Recorder(device, {_storage(x) for x in writable})
+    `writable`: the earlier tensors it may write; `generator`: the run's, the only one its
+    random operations may draw from."""
+    recorder = _Recorder(device, {_storage(x) for x in writable}, generator)
     with torch.device("meta"), recorder:
         fn()
     return recorder.found
@@ -76,9 +86,9 @@ def _storage(x: torch.Tensor) -> int:
 
 
 class _Recorder(TorchDispatchMode):
-    def __init__(self, device: torch.device, allowed: set[int]):
+    def __init__(self, device: torch.device, allowed: set[int], generator: torch.Generator | None):
         super().__init__()
-        self.device, self.allowed = device, allowed
+        self.device, self.allowed, self.generator = device, allowed, generator
         self.made: set[int] = set()  # storages made inside the step: its temporaries
         self.found = StepProbe()
 
@@ -98,6 +108,8 @@ class _Recorder(TorchDispatchMode):
             self.found.host_reads.append(name)
         if name in RANDOM_ORDER:
             self.found.random_order.append(name)
+        if _draws_elsewhere(func, name, args, kwargs, self.generator):
+            self.found.foreign_random.append(name)
         for x in written:
             if _storage(x) not in self.made | self.allowed:
                 self.found.writes_elsewhere.append(name)
@@ -107,13 +119,27 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
+def _draws_elsewhere(func, name: str, args: tuple, kwargs: dict, generator: torch.Generator | None) -> bool:
+    """Whether the operation is random and draws from another generator than `generator`. The
+    generator reaches the dispatcher as a new Python object: its C++ address (`_cdata`) tells."""
+    given = [_argument(argument, i, args, kwargs) for i, argument in enumerate(func._schema.arguments)
+             if "Generator" in str(argument.type)]  # fmt: skip
+    if not given and name not in RANDOM:
+        return False
+    theirs = next((g for g in given if g is not None), None)
+    return theirs is None or generator is None or theirs._cdata != generator._cdata
+
+
+def _argument(argument, i: int, args: tuple, kwargs: dict):
+    return args[i] if i < len(args) else kwargs.get(argument.name)
+
+
 def _written(func, args: tuple, kwargs: dict) -> list[torch.Tensor]:
     """The tensors an operation writes: its arguments marked (a!) in its schema."""
     out = []
     for i, argument in enumerate(func._schema.arguments):
         if argument.alias_info is not None and argument.alias_info.is_write:
-            value = args[i] if i < len(args) else kwargs.get(argument.name)
-            out += [x for x in pytree.tree_leaves(value) if isinstance(x, torch.Tensor)]
+            out += [x for x in pytree.tree_leaves(_argument(argument, i, args, kwargs)) if isinstance(x, torch.Tensor)]
     return out
 
 
