@@ -8,6 +8,7 @@ exits with 3; an interrupted run (SIGTERM/SIGINT) saves a checkpoint and exits w
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -167,11 +168,46 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_verify(args) -> int:
+    from iwae.evaluation.verify import verify
+
+    outcome = verify(Path(args.dir), args.points, Path(args.data), args.device, args.threads)
+    if outcome.failed:
+        more = f" (and {len(outcome.failed) - 1} more above)" if len(outcome.failed) > 1 else ""
+        raise UserError(f"{args.dir}: not verified: {outcome.failed[0]}{more}")
+    return 0
+
+
+def cmd_publish(args) -> int:
+    from iwae.report import publish
+
+    if args.manifest_only:
+        print(publish.write_manifest(Path(args.manifest_only)))
+        return 0
+    if not (args.results and args.out and args.spec):
+        raise UserError("publish: --results, --out and --spec are required (or --manifest-only DIR)")
+    try:
+        spec = json.loads(Path(args.spec).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{args.spec}: not a readable list of experiments ({e})") from None
+    print(publish.publish(Path(args.results), Path(args.out), spec, args.models))
+    return 0
+
+
 def cmd_report(args) -> int:
     from iwae.report import build
 
     if args.part == "table":
         build.table(args.experiment, args.layout, args.evals, Path(args.out_dir), args.title, args.reference)
+    elif args.part == "quote":
+        from iwae.report.document import refresh_quotes
+
+        print(f"{args.readme}: {'updated' if refresh_quotes(Path(args.readme)) else 'already as the files are'}")
+    elif args.part == "rebuild":
+        from iwae.report.publish import rebuild
+
+        for path in rebuild(Path(args.dir), Path(args.out or args.dir)):
+            print(path)
     elif args.part == "findings":
         build.findings(args.experiment, args.evals, Path(args.out_dir), args.title, args.reference)
     elif args.part == "figure":
@@ -277,6 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, EvalConfig)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("verify", help="check published results or a results root without training: the manifest, "
+                       "the tables rebuilt from the records, and each model's L_k on its first test points")  # fmt: skip
+    p.add_argument("dir", help="a published folder (results/published/<name>) or a results root (results/<name>)")
+    p.add_argument("--points", type=_positive_int, default=200,
+                   help="test points per run evaluated again (whole batches; default 200)")  # fmt: skip
+    p.add_argument("--data", default="results/data", help="where the prepared datasets are (default results/data)")
+    p.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto'")
+    p.add_argument("--threads", type=_positive_int, help="CPU threads (the evaluation's own for identical values)")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("publish", help="copy a results root's tables, figures and run records into a published "
+                       "folder with its SHA256SUMS (the workflow's publish target runs it)")  # fmt: skip
+    p.add_argument("--results", help="the results root (results/<name>)")
+    p.add_argument("--out", help="the published folder (results/published/<name>), replaced whole")
+    p.add_argument("--spec", help="the workflow's list of experiments and their runs (JSON)")
+    p.add_argument("--models", action="store_true", help="also each run's model.pt")
+    p.add_argument("--manifest-only", metavar="DIR", help="only write DIR/SHA256SUMS over the files in DIR")
+    p.set_defaults(func=cmd_publish)
+
     p = sub.add_parser("bench", help="training and evaluation speed (steps/s, points/s)")
     p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     p.add_argument("--threads", type=_positive_int, help="CPU threads")
@@ -314,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="whose published values the comparison shows first (see iwae.plan.references)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
     q.add_argument("--out-dir", default="results/tables")
+    q = parts.add_parser("quote", help="rewrite the README's quoted tables (<!-- quote PATH --> ... <!-- /quote -->) "
+                         "from the files they quote")  # fmt: skip
+    q.add_argument("readme", nargs="?", default="README.md")
+    q = parts.add_parser("rebuild", help="every table and findings table of a published folder, again from its "
+                         "run records (no training, no models)")  # fmt: skip
+    q.add_argument("dir", help="a published folder (results/published/<name>)")
+    q.add_argument("--out", help="write there instead (its tables/ folder); default: the folder itself")
     q = parts.add_parser("findings", help="an experiment's findings judged from its runs: holds, contradicted, or "
                          "not resolved (iwae.plan.findings)")  # fmt: skip
     q.add_argument("--experiment", required=True)

@@ -142,6 +142,27 @@ def other_options(work):
     return _train("--k", "5")
 
 
+def stray_model_and_evaluation(work):
+    """A new user's folder holding a model file and an evaluation from elsewhere."""
+    (work / "results/stray").mkdir()
+    for name in ("model.pt", "eval.json"):
+        shutil.copy(work / RUN / name, work / "results/stray" / name)
+    return ["train", "--out", "results/stray", "--data", DATA, "--layers", "1", "--k", "1", "--epochs-per-stage",
+            "1", "--train-subset", "200", "--quiet"]  # fmt: skip
+
+
+def tampered_published_folder(work):
+    """A published folder whose table was edited after its manifest was written."""
+    from iwae.report.publish import write_manifest
+
+    folder = work / "results/published/mine"
+    (folder / "tables").mkdir(parents=True)
+    (folder / "tables/table1.md").write_text("| NLL |\n| 85.00 |\n")
+    write_manifest(folder)
+    (folder / "tables/table1.md").write_text("| NLL |\n| 84.00 |\n")
+    return ["verify", "results/published/mine"]
+
+
 def zero_byte_data(work):
     (work / "empty.npz").write_bytes(b"")
     return ["train", "--out", "results/new", "--data", "empty.npz", "--quiet"]
@@ -265,6 +286,10 @@ def nothing_pwned(work, result):
 # fmt: off
 CASES = [
     Case("train over a finished run with other options", other_options, "k: 1 there, 5 here"),
+    Case("train into a folder holding a stray model and evaluation", stray_model_and_evaluation,
+         "results/stray holds model.pt and eval.json but no training record"),
+    Case("verify a published folder with an edited table", tampered_published_folder,
+         "not verified: tables/table1.md: its sha256 is not the one SHA256SUMS lists"),
     Case("a 0-byte dataset", zero_byte_data, "empty.npz: not a prepared dataset"),
     Case("a prepared file whose train split is 100 wide", narrow_train_split, "mnist images have 784 pixels"),
     Case("a parameter vector of the wrong size", wrong_size_parameters, "model.pt: not a model file"),

@@ -16,10 +16,11 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+import yaml
 
 from iwae.plan.config import TrainConfig
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 from workflow import SNAKEFMT, SNAKEMAKE, job_counts, overlay, snakemake
 
 SMOKE = ROOT / "presets" / "smoke.yaml"
@@ -248,6 +249,48 @@ def test_smoke_builds_every_output(smoke):
     assert (work / "results/smoke/report.tex").stat().st_size > 1000
     assert len(list((work / "results/smoke/runs/table1").glob("*/eval.json"))) == 20  # 24 cells
     assert len(list((work / "results/smoke/runs").glob("*/*/eval.json"))) == 20 + 2 + 10 + 5 + 6 + 5 + 7 + 2 + 3 + 1
+
+
+@pytest.mark.slow
+def test_smoke_builds_every_findings_table(smoke):
+    """Every experiment that findings concern has its findings table, each row with a verdict."""
+    from iwae.plan import findings
+
+    work, _ = smoke
+    config = yaml.safe_load(SMOKE.read_text())
+    judged = [name for name in config["run_experiments"] if findings.for_experiment(name)]
+    assert {"table1", "table2", "estimators", "fixed-binarization", "iwaer", "aevb", "seed000", "nbip"} <= set(judged)
+    for name in judged:
+        rows = _markdown_rows(work / f"results/smoke/tables/{name}_findings.md")
+        assert rows and all(r[-1].startswith(("holds", "contradicted", "not resolved")) for r in rows), name
+    two = {r[0]: r for r in _markdown_rows(work / "results/smoke/tables/table2_findings.md")}
+    assert two["VAE (k = 1) then IWAE (k = 50) ends below the VAE alone"][7] == "-1.88"  # 84.88 - 86.76
+
+
+@pytest.mark.slow
+def test_smoke_publishes_a_folder_that_verifies(smoke, tmp_path):
+    """`snakemake publish` writes results/published/<name> with its records, models and
+    SHA256SUMS; `iwae verify` then checks the manifest, rebuilds every table from the records
+    byte for byte and evaluates each model again on its first test points."""
+    work, _ = smoke
+    models = overlay(tmp_path / "publish.yaml", "publish:\n  name: smoke-check\n  models: true\n")
+    result = snakemake(work, "publish", "--cores", "1", "--configfile", SMOKE, models, "--config", "report_only=True")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    folder = work / "results/published/smoke-check"
+    check = subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=folder, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert (folder / "runs/table1/mnist-1l-vae-k1-s1/model.pt").is_file()
+    assert (folder / "tables/table1_findings.md").is_file() and (folder / "experiments.json").is_file()
+    verified = run_cli("verify", folder, "--points", "20", "--threads", "1", cwd=work)
+    assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
+    assert "largest difference" in verified.stdout and verified.stdout.strip().endswith("verified")
+    (folder / "runs/table1/mnist-1l-vae-k1-s1/eval.json").write_text(
+        (folder / "runs/table1/mnist-1l-vae-k1-s1/eval.json")
+        .read_text()
+        .replace('"per_point": [', '"per_point": [1.5, ', 1)
+    )
+    tampered = run_cli("verify", folder, "--points", "20", "--threads", "1", cwd=work)
+    assert tampered.returncode == 2 and "not verified" in tampered.stderr
 
 
 @pytest.mark.slow

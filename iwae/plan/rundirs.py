@@ -49,6 +49,17 @@ def conflict(run_dir: Path, cfg: TrainConfig) -> str | None:
     return f"{run_dir} holds a finished run of another configuration ({shown})"
 
 
+def stray(run_dir: Path) -> str | None:
+    """Why `run_dir` cannot take a new run: it holds a model or an evaluation but neither a
+    training record nor checkpoints, so they are not a run that training could resume or
+    finish (a file copied in, or left by another tool); None where it can."""
+    run_dir = Path(run_dir)
+    found = [name for name in ("model.pt", "eval.json") if (run_dir / name).exists()]
+    if not found or (run_dir / "train.json").exists() or any((run_dir / CHECKPOINTS).glob("ckpt-*.pt")):
+        return None
+    return f"{run_dir} holds {' and '.join(found)} but no training record (train.json) or checkpoints of a run"
+
+
 def check_contained(run_dir: Path) -> None:
     """Refuse a run directory whose checkpoints folder or run files are symbolic links that
     lead out of it: writing or deleting there would touch files elsewhere."""

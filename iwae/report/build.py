@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from iwae.errors import UserError
 from iwae.plan import figures as kinds
 from iwae.plan import layouts
@@ -37,25 +39,34 @@ def drawer(kind: kinds.FigureKind):
     return getattr(DRAWN_FROM[kind.reads], kind.name)
 
 
-def table(
-    experiment: str, layout: str, evals: list[Path], out_dir: Path, title: str | None = None, source: str = "paper"
-) -> None:
+def _runs(evals: list[Path], experiment: str, root: Path | None) -> pd.DataFrame:
+    """The runs' records as table cells; with `root` (a published folder), the first stages
+    that second stages name found under it."""
+    df = records.cells(records.frame(evals, experiment))
+    if root is not None:
+        from iwae.report.publish import relocated
+
+        df["init_from"] = [str(relocated(p, root)) if isinstance(p, str) and p else p for p in df["init_from"]]
+    return df
+
+
+def table(experiment: str, layout: str, evals: list[Path], out_dir: Path, title: str | None = None,
+          source: str = "paper", root: Path | None = None) -> None:  # fmt: skip
     """The experiment's table in `layout` and its comparison with the published values of
     `source` (and of every other source with the same cells)."""
-    df = records.cells(records.frame(evals, experiment))
+    df = _runs(evals, experiment, root)
     ours, cmp = TABLES[layouts.get(layout).name](df, source)
     title = title or default_title(experiment)
     ours.write(Path(out_dir) / experiment, f"{title} (this pipeline)")
     cmp.write(Path(out_dir) / f"{experiment}_vs_paper", f"{title}: ours beside the published values")
 
 
-def findings(
-    experiment: str, evals: list[Path], out_dir: Path, title: str | None = None, source: str = "paper"
-) -> None:
+def findings(experiment: str, evals: list[Path], out_dir: Path, title: str | None = None,
+             source: str = "paper", root: Path | None = None) -> None:  # fmt: skip
     """The experiment's findings (`iwae.plan.findings`), each judged from its runs' records."""
     from iwae.report import findings as judged
 
-    t = judged.table(judged.frame(evals, experiment), experiment, source)
+    t = judged.table(judged.with_first_stages(_runs(evals, experiment, root)), experiment, source)
     t.write(Path(out_dir) / f"{experiment}_findings", f"{title or default_title(experiment)}: the findings, judged")
 
 

@@ -118,3 +118,30 @@ def compile_pdf(tex: Path, pdf: Path) -> None:
             raise UserError(f"{tex}: {Path(engine).name} failed: {tail}")
         with atomic_path(pdf, suffix=".pdf") as part:
             shutil.copyfile(built, part)
+
+
+QUOTE = re.compile(r"(<!-- quote (?P<path>\S+) -->\n)(?P<body>.*?)(<!-- /quote -->)", re.S)
+
+
+def quoted(text: str, root: Path) -> str:
+    """`text` (the README) with every block between `<!-- quote PATH -->` and `<!-- /quote -->`
+    replaced by the file PATH (relative to `root`) as it is now: the README quotes published
+    tables and findings verbatim, never restates them."""
+
+    def body(match: re.Match) -> str:
+        path = Path(root) / match["path"]
+        if not path.is_file():
+            raise UserError(f"{path}: quoted in the README but not there")
+        return match.group(1) + path.read_text().rstrip("\n") + "\n" + match.group(4)
+
+    return QUOTE.sub(body, text)
+
+
+def refresh_quotes(readme: Path) -> bool:
+    """Rewrite the README's quoted blocks from their files; whether anything changed."""
+    readme = Path(readme)
+    text = readme.read_text()
+    new = quoted(text, readme.parent)
+    if new != text:
+        write_text(readme, new)
+    return new != text

@@ -288,7 +288,11 @@ def frame(evals: list[Path], experiment: str) -> pd.DataFrame:
     """The experiment's runs as table cells, second stages with their first stage's row."""
     from iwae.report import records
 
-    df = cells(records.frame(evals, experiment))
+    return with_first_stages(cells(records.frame(evals, experiment)))
+
+
+def with_first_stages(df: pd.DataFrame) -> pd.DataFrame:
+    """Second-stage rows with their first stage's row (`first_row`) and cell (`first`)."""
     firsts, first_cells = [], []
     for r in df.itertuples():
         init = r.init_from

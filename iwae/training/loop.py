@@ -402,7 +402,7 @@ def _claim(out_dir: Path, cfg: TrainConfig, restart: bool, say) -> None:
         if removed:
             say(f"{out_dir}: starting over; removed {', '.join(p.name for p in removed)}")
         return
-    why = rundirs.conflict(out_dir, cfg)
+    why = rundirs.conflict(out_dir, cfg) or rundirs.stray(out_dir)
     if why:
         raise UserError(f"{why}; to train it again, pass --restart or delete the directory")
 

@@ -305,6 +305,30 @@ def stem(output):
     return os.path.splitext(str(output))[0]
 
 
+# ---------------------------------------------------------------- publishing
+
+PUBLISHED = f"results/published/{config.get('publish', {}).get('name') or os.path.basename(RESULTS)}"
+
+
+def publish_spec():
+    """What a published folder needs to build its tables again: each selected experiment's
+    title, layout, reference and runs (and first stages), in the workflow's order."""
+    import json
+
+    spec = {"experiments": {}, "summary": []}
+    for exp in SELECTED:
+        spec["experiments"][exp.name] = {
+            "title": exp.title,
+            "layout": exp.layout,
+            "reference": exp.reference,
+            "findings": exp.has_findings,
+            "runs": [r.id for r in exp.runs],
+            "first_stages": [list(f) for f in exp.first_stages()],
+        }
+        spec["summary"] += [[exp.name, r.id] for r in exp.runs]
+    return json.dumps(spec, indent=1, sort_keys=True)
+
+
 def final_outputs():
     out = [f"{RESULTS}/tables/summary.csv", f"{RESULTS}/tables/summary.md"]
     out += report_outputs()

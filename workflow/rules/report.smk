@@ -66,6 +66,39 @@ rule findings:
         " --reference {params.reference:q} --evals {input.evals:q} --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+# `snakemake --configfile ... publish`: the finished configuration as results/published/<name>
+rule publish_spec:
+    output:
+        f"{RESULTS}/published.json",
+    log:
+        f"{RESULTS}/logs/report/published.log",
+    localrule: True
+    params:
+        spec=lambda wildcards: publish_spec(),
+    run:
+        write_text(output[0], f"{params.spec}\n")
+        write_text(log[0], f"wrote {output[0]}\n")
+
+
+rule publish:
+    input:
+        spec=f"{RESULTS}/published.json",
+        done=final_outputs(),
+    output:
+        f"{PUBLISHED}/SHA256SUMS",
+    log:
+        f"{RESULTS}/logs/report/publish.log",
+    localrule: True
+    conda:
+        "../../envs/iwae.yaml"
+    params:
+        out=PUBLISHED,
+        models="--models" if config.get("publish", {}).get("models") else "",
+    shell:
+        "python -m iwae publish --results {RESULTS:q} --out {params.out:q} --spec {input.spec:q} {params.models}"
+        " > {log:q} 2>&1"
+
+
 rule group_figure:
     input:
         unpack(group_inputs),
