@@ -253,10 +253,11 @@ def _kinds_reading(*reads: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from iwae.data.catalogue import CATALOGUE as DATASETS
-    from iwae.plan.config import BACKENDS, EvalConfig, TrainConfig, add_flags, int_list
+    from iwae.plan.config import EvalConfig, TrainConfig, add_flags, int_list
     from iwae.plan.figures import KINDS as FIGURE_KINDS
     from iwae.plan.layouts import LAYOUTS
     from iwae.plan.references import SOURCES
+    from iwae.plan.vocabulary import BACKENDS
 
     parser = _Parser(
         prog="iwae",

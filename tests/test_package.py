@@ -99,3 +99,32 @@ def test_files_of_the_previous_version_load_and_resume(prepared, tmp_path):
     assert record["resumes"] == 1 and record["epochs"] == 2
     assert torch.equal(torch.load(tmp_path / "run/model.pt", weights_only=True)["model"]["params"],
                        finished["model"]["params"])  # fmt: skip
+
+
+def test_each_model_vocabulary_is_declared_once_and_built_and_helped_by_name():
+    """iwae.plan.vocabulary declares the model-side names: every one has its builder, the
+    builders build nothing else, and every option's help text (schema, --help) names them all."""
+    import dataclasses
+
+    from iwae import backends, models
+    from iwae.estimators.objectives import REGISTRY
+    from iwae.models import LayeredModel, likelihoods, priors
+    from iwae.plan import vocabulary
+    from iwae.plan.architecture import Architecture
+    from iwae.plan.config import EvalConfig
+
+    assert set(models.FAMILIES) == set(vocabulary.FAMILIES)
+    assert set(models.FILE_FAMILIES) == {*vocabulary.FAMILIES, vocabulary.RANDOM_WEIGHTS_FAMILY}
+    assert all(cls.family == name for name, cls in models.FILE_FAMILIES.items())
+    assert set(likelihoods.LIKELIHOODS) == set(vocabulary.LIKELIHOODS)
+    assert set(priors.PRIORS) == set(vocabulary.PRIORS)
+    model = LayeredModel(Architecture.parse("1"), 784)
+    assert {backends.select(model, name).name for name in vocabulary.BACKENDS} == {"fused", "autograd"}
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    named = {"family": vocabulary.FAMILIES, "likelihood": vocabulary.LIKELIHOODS, "prior": vocabulary.PRIORS,
+             "backend": vocabulary.BACKENDS, "random": vocabulary.RANDOM_WEIGHTS}  # fmt: skip
+    for key, names in named.items():
+        assert all(f"'{name}'" in helps[key] for name in names), key
+    evaluation = {f.name: f.metadata["help"] for f in dataclasses.fields(EvalConfig)}
+    assert all(f"'{name}'" in evaluation["backend"] for name in vocabulary.BACKENDS)
+    assert all(e.spec in helps["objective"] for e in REGISTRY.values()) and "sgvb" in helps["objective"]

@@ -134,7 +134,7 @@ def _read_log(path: Path) -> tuple[list[int], list[float], list[tuple[int, float
 
 def _method(r) -> str:
     """How a run is named in a legend: its objective, and its random weights if any."""
-    from iwae.plan.config import RANDOM_WEIGHTS
+    from iwae.plan.vocabulary import RANDOM_WEIGHTS
 
     name = objective_label(r.objective)
     random = getattr(r, "random", "none")

@@ -27,7 +27,7 @@ def random_weights(df: pd.DataFrame) -> tuple[Table, Table]:
     runs of one seed against the IWAE run of that seed)."""
     import numpy as np
 
-    from iwae.plan.config import RANDOM_WEIGHTS
+    from iwae.plan.vocabulary import RANDOM_WEIGHTS
 
     rows, cmp_rows, any_proxy = [], [], False
     for dataset in dict.fromkeys(df["dataset"]):

@@ -146,7 +146,7 @@ def weights(model_paths: list[Path], stem: Path) -> list[Path]:
     """Per random layer, histograms of log10 sigma and of log10 |m| / sigma, one colour per
     run's method (seed 001's IWAER and IWAER_rec)."""
     from iwae.models.store import load_model
-    from iwae.plan.config import RANDOM_WEIGHTS
+    from iwae.plan.vocabulary import RANDOM_WEIGHTS
 
     runs = []
     for path in model_paths:
