@@ -288,7 +288,7 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
                        label=str(digit))  # fmt: skip
         explained = (sv[:2].square().sum() / sv.square().sum()).item() if mu.shape[1] > 2 else 1.0
         ax.set_title(f"layer {j + 1} ({mu.shape[1]} units): {explained:.0%} of the variance; "
-                     f"5-NN accuracy {knn_accuracy(mu, labels, 5):.2f}", fontsize=8)  # fmt: skip
+                     f"5-NN accuracy {knn_accuracy(mu, labels, subset(len(mu), len(mu) // 2), 5):.2f}", fontsize=8)  # fmt: skip
         ax.set_xlabel("first principal component" if mu.shape[1] > 2 else "z_1")
         ax.set_ylabel("second principal component" if mu.shape[1] > 2 else "z_2")
     axes[0][-1].legend(markerscale=4, fontsize=7, title="label")

@@ -19,18 +19,20 @@ line on stderr names the first mismatch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iwae.data.sources import file_digest
 from iwae.errors import UserError
+from iwae.report import publish
+from iwae.report.publish import MANIFEST
 
 SAME_MACHINE_TOL = 1e-4 + 1e-9  # the record's rounding (4 decimals)
 OTHER_MACHINE_TOL = 1e-2  # nats per point: other kernels, other sums
-MANIFEST = "SHA256SUMS"
 
 
 @dataclass
@@ -45,14 +47,6 @@ class Outcome:
     def fail(self, line: str) -> None:
         self.failed.append(line)
         self.say(f"mismatch: {line}")
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -79,20 +73,16 @@ def check_manifest(root: Path, outcome: Outcome) -> None:
         outcome.fail(f"{name}: listed in {MANIFEST}, missing")
     for name in sorted(present - set(listed)):
         outcome.fail(f"{name}: not listed in {MANIFEST}")
-    bad = [name for name in sorted(set(listed) & present) if file_digest(root / name) != listed[name]]
+    bad = [name for name in sorted(set(listed) & present) if file_digest(root / name, "sha256") != listed[name]]
     for name in bad:
         outcome.fail(f"{name}: its sha256 is not the one {MANIFEST} lists")
     outcome.say(f"manifest: {len(listed)} files, {len(bad)} with another digest")
 
 
 def check_tables(root: Path, outcome: Outcome) -> None:
-    from iwae.report import publish
-
     if not (root / publish.EXPERIMENTS).is_file():
         outcome.say(f"tables: no {publish.EXPERIMENTS} in {root}: not rebuilt")
         return
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         built = publish.rebuild(root, Path(tmp))
         for path in built:
