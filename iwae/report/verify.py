@@ -28,6 +28,7 @@ from pathlib import Path
 
 from iwae.data.sources import file_digest
 from iwae.errors import UserError
+from iwae.plan.paths import RUNS
 from iwae.report import publish
 from iwae.report.publish import MANIFEST
 
@@ -96,7 +97,7 @@ def check_tables(root: Path, outcome: Outcome) -> None:
 
 
 def runs_in(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.glob("runs/*/*/eval.json"))
+    return sorted(p.parent for p in root.glob(f"{RUNS}/*/*/eval.json"))
 
 
 def check_numbers(root: Path, outcome: Outcome, points: int, data_dir: Path, device: str, threads: int | None) -> None:

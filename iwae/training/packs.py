@@ -25,7 +25,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import math
 import os
 import shutil
 import signal
@@ -226,8 +225,3 @@ def die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent is already gone
         os.kill(os.getpid(), signal.SIGUSR1)
-
-
-def pack_runtime_factor(runs: int, workers: int) -> int:
-    """How many runs' worth of time a pack takes with `workers` runs progressing at once."""
-    return math.ceil(runs / max(1, min(workers, runs)))
