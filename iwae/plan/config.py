@@ -22,6 +22,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from iwae.errors import UserError
 from iwae.estimators.objectives import Objective, specs
 from iwae.plan.architecture import Architecture
@@ -510,8 +512,6 @@ def binarisation_seed(config: dict, evaluation: dict | None = None) -> int:
 def duplicate_keys(text: str) -> list[str]:
     """Keys a YAML document gives twice in one mapping ('line N: key'), which YAML readers
     accept silently, keeping the last value only."""
-    import yaml
-
     found = []
 
     class Loader(yaml.SafeLoader):

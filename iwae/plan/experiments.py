@@ -29,7 +29,7 @@ from iwae.data import catalogue
 from iwae.errors import UserError
 from iwae.estimators.objectives import Objective
 from iwae.plan import figures, findings, layouts, paths
-from iwae.plan.architecture import Architecture
+from iwae.plan.architecture import NAMED, Architecture
 from iwae.plan.config import BINARISATION_SEED, EvalConfig, TrainConfig
 from iwae.plan.references import SOURCES
 
@@ -41,8 +41,6 @@ def default_title(experiment: str) -> str:
 
 def layers_tag(layers: int | str) -> str:
     """1 -> '1l'; a named architecture as its name; a spec '200-200-50' -> 'L200x200x50'."""
-    from iwae.plan.architecture import NAMED
-
     text = str(layers)
     if text.isdigit():
         return f"{text}l"

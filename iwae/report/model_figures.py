@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from iwae.errors import UserError  # noqa: E402
 from iwae.plan.config import binarisation_seed  # noqa: E402  (test images as evaluation binarised them)
+from iwae.plan.vocabulary import RANDOM_WEIGHTS  # noqa: E402
 from iwae.report.figures import save  # noqa: E402
 
 
@@ -146,7 +147,6 @@ def weights(model_paths: list[Path], stem: Path) -> list[Path]:
     """Per random layer, histograms of log10 sigma and of log10 |m| / sigma, one colour per
     run's method (seed 001's IWAER and IWAER_rec)."""
     from iwae.models.store import load_model
-    from iwae.plan.vocabulary import RANDOM_WEIGHTS
 
     runs = []
     for path in model_paths:
