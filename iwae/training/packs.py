@@ -7,10 +7,11 @@ to the same run trained alone (with the same threads per run). A run that diverg
 alone; the others finish. A killed pack resumes every run from its own checkpoints.
 
 In one process the runs are interleaved: the pack advances each run's trainer in turn
-(`Trainer.advance`, `interleave`), one epoch at a time on a CPU and one step at a time on a GPU, where every run has a stream of its own and its steps overlap with its
-pack-mates'. On a CPU with several threads the pack is split over worker processes, one per
-thread, each training its share of the runs with one thread: a pack is then never slower
-than the same runs as separate jobs with the same total threads.
+(`Trainer.advance`, `interleave`), one epoch at a time on a CPU and one step at a time on a
+GPU, where every run has a stream of its own and its steps overlap with its pack-mates'.
+On a CPU with several threads the pack is split over worker processes, one per thread, each
+training its share of the runs with one thread: a pack is then never slower than the same
+runs as separate jobs with the same total threads.
 
 The pack file (written by the workflow, `results/<configuration>/packs/<experiment>/<pack>.json`):
 
