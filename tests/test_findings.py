@@ -96,6 +96,8 @@ def test_a_finding_whose_runs_are_missing_says_so(tmp_path):
     assert "no run of IWAE k = 50" in falls.why
     table = findings.table(findings.frame(paths, "table1"), "table1")
     assert any("not resolved: no run of IWAE k = 50 here" in row[-1] for row in table.rows)
+    for name in {e for f in registry.FINDINGS.values() for e in f.experiments}:  # every statement spells in LaTeX
+        assert "\\begin{tabular}" in findings.table(findings.frame(paths, "table1"), name).latex()
 
 
 def test_a_shared_run_fills_the_cell_a_finding_compares(tmp_path):
