@@ -236,6 +236,8 @@ def _describe(cell: dict) -> str:
         parts.append(f"{cell['layers']} stochastic layer{'s' if cell['layers'] != 1 else ''}")
     if "random" in cell:
         parts.append({"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}[cell["random"]])
+    if "variant" in cell:
+        parts.append(str(cell["variant"]))
     if "latent" in cell:
         parts.append(f"Nz = {cell['latent']}")
     if "trained_on" in cell:
