@@ -92,10 +92,11 @@ rule publish:
     conda:
         "../../envs/iwae.yaml"
     params:
-        out=PUBLISHED,
+        results=lambda wildcards, input: os.path.dirname(input.spec),
+        out=lambda wildcards, output: os.path.dirname(output[0]),
         models="--models" if config.get("publish", {}).get("models") else "",
     shell:
-        "python -m iwae publish --results {RESULTS:q} --out {params.out:q} --spec {input.spec:q} {params.models}"
+        "python -m iwae publish --results {params.results:q} --out {params.out:q} --spec {input.spec:q} {params.models}"
         " > {log:q} 2>&1"
 
 
