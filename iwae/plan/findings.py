@@ -14,6 +14,8 @@ number of layers), run by run of the same seed:
             minus B's (Kingma & Welling's figures; no standard error: the sets are whole)
     curve_gap  A's bound on the whole training set minus on the whole test set at the
             curve's last point (B unused)
+    vs_published  A's test NLL minus the experiment's source's value for that cell (B unused):
+            with several seeds, whether a published single number lies outside our spread
 
 A cell is a few fields a run must match (objective, k, layers, random weights, the first stage
 a second stage continues). `expect` is the sign the source reports: '<' (A below B), '>', or '≠'
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 
 from iwae.plan import references
 
-STATISTICS = ("nll", "units", "neg_kl", "gap", "curve_nll", "curve_gap")
+STATISTICS = ("nll", "units", "neg_kl", "gap", "curve_nll", "curve_gap", "vs_published")
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,11 @@ FINDINGS: dict[str, Finding] = {f.id: f for f in [
               f"{references_label} reaches a higher test log-likelihood than IWAE: NLL below", ("iwaer",), "nll",
               {"random": variant}, {"random": "none"}, "<", per=("dataset",), published=_seed001(variant, "none"))
       for variant, references_label in (("both", "IWAER"), ("encoder", "IWAER_rec"))],
+    # seed 000's single numbers against our seeds under its protocol
+    *[Finding(f"seed000-gap-{o}-k{k}", "seed 000",
+              f"our {label} with k = {k} ends at another NLL than seed 000's, beyond our seed-to-seed spread",
+              ("seed000",), "vs_published", {"objective": o, "k": k}, {}, "≠")
+      for o, k, label in (("iwae", 1, "IWAE (= VAE)"), ("iwae", 5, "IWAE"))],
     # seed 000's own reading of its Table 1 (364 epochs, batches of 100)
     Finding("seed000-two-layers-above-one", "seed 000",
             "at 364 epochs, two stochastic layers end above one (not converged)", ("seed000",), "nll",

@@ -91,8 +91,10 @@ def figure(name: str, out_stem: Path, evals=None, model=None, models=None, data=
 
 def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
     df = records.frame(evals)
+    # the run's directory as its results root names it, wherever the records are read from
+    rows = df[records.COLUMNS].assign(run_dir=[f"runs/{e}/{r}" for e, r in zip(df["experiment"], df["run"])])
     with atomic_path(out_csv, suffix=".csv") as tmp:
-        df[records.COLUMNS].to_csv(tmp, index=False)
+        rows.to_csv(tmp, index=False)
     table = tables.summary(df)
     write_text(out_md, table.markdown("All runs"))
     write_text(Path(out_md).with_suffix(".html"), table.html("All runs: one row per run, with its revisions"))

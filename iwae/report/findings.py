@@ -27,6 +27,7 @@ import pandas as pd
 
 from iwae.estimators.objectives import label as objective_label
 from iwae.plan import findings as registry
+from iwae.plan import references
 from iwae.report import records
 from iwae.report.records import cells, load_record, row
 from iwae.report.render import DASH, Table
@@ -59,6 +60,8 @@ class Verdict:
 
 
 def judge(finding: registry.Finding, df: pd.DataFrame, source: str = "paper") -> list[Verdict]:
+    if finding.statistic == "vs_published":
+        df = df.assign(published_nll=[_published_nll(source, r) for r in df.itertuples()])
     """The finding's verdict in every group of the runs in `df` (one row per table cell,
     `records.cells`; second-stage rows carry their first stage's row in `first_row`)."""
     groups = _groups(finding, df)
@@ -158,6 +161,12 @@ def difference(statistic: str, a: dict, b: dict | None) -> Difference:
         if "nll" not in train:
             return Difference(math.nan, None, False, "an evaluation on training points (evaluation.train_points)")
         return Difference(test["nll"] - train["nll"], math.hypot(test["stderr"] or 0, train["stderr"] or 0), False)
+    if statistic == "vs_published":
+        if a.get("published_nll") is None or (
+            isinstance(a.get("published_nll"), float) and math.isnan(a["published_nll"])
+        ):
+            return Difference(math.nan, None, False, "a published value for this cell")
+        return Difference(ra["test"]["nll"] - a["published_nll"], ra["test"].get("stderr"), False)
     if statistic in ("curve_nll", "curve_gap"):
         if not ra["training"].get("curve") or (rb is not None and not rb["training"].get("curve")):
             return Difference(math.nan, None, False, "a learning curve (curve_per_decade)")
@@ -167,6 +176,12 @@ def difference(statistic: str, a: dict, b: dict | None) -> Difference:
         last_b = (rb["training"].get("curve") or [{}])[-1]
         return Difference(-(last_a.get("test_bound", math.nan) - last_b.get("test_bound", math.nan)), None)
     raise ValueError(f"unknown statistic {statistic!r}")
+
+
+def _published_nll(source: str, run) -> float | None:
+    from iwae.plan import references
+
+    return references.published(source, run.dataset, run.architecture, run.objective, int(run.k))[0]
 
 
 def _same_points(ra: dict, rb: dict, sa: dict, sb: dict) -> bool:
@@ -222,6 +237,8 @@ def _describe(cell: dict) -> str:
         parts.append(f"{cell['layers']} stochastic layer{'s' if cell['layers'] != 1 else ''}")
     if "random" in cell:
         parts.append({"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}[cell["random"]])
+    if "variant" in cell:
+        parts.append(str(cell["variant"]))
     if "latent" in cell:
         parts.append(f"Nz = {cell['latent']}")
     if "trained_on" in cell:
@@ -252,7 +269,8 @@ def _number(value: float | None, digits: int = 2) -> str:
 
 
 UNITS = {"nll": "nats of NLL", "units": "active units", "neg_kl": "nats of −KL(Q‖P)", "gap": "nats (test − train NLL)",
-         "curve_nll": "nats of the whole test set's bound (as NLL)", "curve_gap": "nats (train − test bound)"}  # fmt: skip
+         "curve_nll": "nats of the whole test set's bound (as NLL)", "curve_gap": "nats (train − test bound)",
+         "vs_published": "nats of NLL (ours − the published value)"}  # fmt: skip
 
 
 def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
@@ -262,6 +280,8 @@ def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
     for finding in registry.for_experiment(experiment):
         for v in judge(finding, df, source):
             compared = f"{_describe(finding.a)} − {_describe(finding.b)}" if finding.b else _describe(finding.a)
+            if finding.statistic == "vs_published":
+                compared += f" − {references.SOURCES[source].short}'s value"
             interval = DASH if v.low is None else f"[{v.low:+.2f}, {v.high:+.2f}]"
             rows.append([
                 finding.statement, finding.source, _group_label(v.group, labels) or DASH, compared,

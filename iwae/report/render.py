@@ -134,7 +134,7 @@ def _tex(text: str) -> str:
         text = text.replace(a, b)
     for a, b in (
         ("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("→", r"$\to$"), ("β", r"$\beta$"), ("−", "$-$"),
-        ("†", r"$^\dagger$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"), ("ö", r"\"{o}"),
+        ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("≠", r"$\neq$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"), ("ö", r"\"{o}"),
     ):  # fmt: skip
         text = text.replace(a, b)
     if not text.isascii():
