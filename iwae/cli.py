@@ -169,7 +169,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from iwae.evaluation.verify import verify
+    from iwae.report.verify import verify
 
     outcome = verify(Path(args.dir), args.points, Path(args.data), args.device, args.threads)
     if outcome.failed:

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from test_report import record
 
-from iwae.evaluation.verify import Outcome, check_manifest
 from iwae.plan import findings as registry
 from iwae.report import findings
+from iwae.report.verify import Outcome, check_manifest
 
 from conftest import ROOT
 

@@ -44,9 +44,7 @@ def _runs(evals: list[Path], experiment: str, root: Path | None) -> pd.DataFrame
     that second stages name found under it."""
     df = records.cells(records.frame(evals, experiment))
     if root is not None:
-        from iwae.report.publish import relocated
-
-        df["init_from"] = [str(relocated(p, root)) if isinstance(p, str) and p else p for p in df["init_from"]]
+        df["init_from"] = [str(records.relocated(p, root)) if isinstance(p, str) and p else p for p in df["init_from"]]
     return df
 
 

@@ -22,6 +22,7 @@ import json
 import shutil
 from pathlib import Path
 
+from iwae.data.sources import file_digest
 from iwae.errors import UserError
 from iwae.system.files import write_text
 
@@ -32,11 +33,9 @@ RECORDS = ("eval.json", "train.json", "train_log.csv", "curve.csv")
 
 def write_manifest(folder: Path) -> Path:
     """SHA256SUMS over every file of `folder` (but itself), sorted, as `sha256sum` writes it."""
-    from iwae.evaluation.verify import file_digest
-
     folder = Path(folder)
     names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    text = "".join(f"{file_digest(folder / name)}  {name}\n" for name in names)
+    text = "".join(f"{file_digest(folder / name, 'sha256')}  {name}\n" for name in names)
     write_text(folder / MANIFEST, text)
     return folder / MANIFEST
 
@@ -86,21 +85,6 @@ def _runs(spec: dict) -> list[tuple[str, str]]:
         runs += [(name, run) for run in exp["runs"]]
         runs += [tuple(first) for first in exp.get("first_stages", [])]
     return list(dict.fromkeys(runs))
-
-
-def relocated(path: str | Path, root: Path) -> Path:
-    """A run file named as the workflow wrote it (`results/<config>/runs/<experiment>/<run>/
-    model.pt`), in a published folder or results root `root` where it is not where it was."""
-    path = Path(path)
-    if path.exists():
-        return path
-    parts = path.parts
-    if "runs" in parts:
-        i = len(parts) - 1 - parts[::-1].index("runs")
-        moved = Path(root, *parts[i:])
-        if moved.exists() or moved.with_name("eval.json").exists():
-            return moved
-    return path
 
 
 def rebuild(root: Path, out: Path) -> list[Path]:

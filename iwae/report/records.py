@@ -157,3 +157,18 @@ def aggregate(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         .reset_index()
     )
     return out
+
+
+def relocated(path: str | Path, root: Path) -> Path:
+    """A run file named as the workflow wrote it (`results/<config>/runs/<experiment>/<run>/
+    model.pt`), in a published folder or results root `root` where it is not where it was."""
+    path = Path(path)
+    if path.exists():
+        return path
+    parts = path.parts
+    if "runs" in parts:
+        i = len(parts) - 1 - parts[::-1].index("runs")
+        moved = Path(root, *parts[i:])
+        if moved.exists() or moved.with_name("eval.json").exists():
+            return moved
+    return path

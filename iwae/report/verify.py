@@ -19,13 +19,13 @@ line on stderr names the first mismatch).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iwae.data.sources import file_digest
 from iwae.errors import UserError
 
 SAME_MACHINE_TOL = 1e-4 + 1e-9  # the record's rounding (4 decimals)
@@ -45,14 +45,6 @@ class Outcome:
     def fail(self, line: str) -> None:
         self.failed.append(line)
         self.say(f"mismatch: {line}")
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -79,7 +71,7 @@ def check_manifest(root: Path, outcome: Outcome) -> None:
         outcome.fail(f"{name}: listed in {MANIFEST}, missing")
     for name in sorted(present - set(listed)):
         outcome.fail(f"{name}: not listed in {MANIFEST}")
-    bad = [name for name in sorted(set(listed) & present) if file_digest(root / name) != listed[name]]
+    bad = [name for name in sorted(set(listed) & present) if file_digest(root / name, "sha256") != listed[name]]
     for name in bad:
         outcome.fail(f"{name}: its sha256 is not the one {MANIFEST} lists")
     outcome.say(f"manifest: {len(listed)} files, {len(bad)} with another digest")
