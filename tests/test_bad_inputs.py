@@ -269,8 +269,11 @@ def elsewhere_intact(work, result):
     assert (work / "elsewhere" / "ckpt-000001-0000000.pt").read_bytes() == b"someone else's checkpoint"
 
 
+TWICE = ONE_RUN + "protocol:\n  lr: 0.1\n  lr: 0.001\n"  # the second lr is the file's last line
+
+
 def key_given_twice(work):
-    twice = overlay(work / "twice.yaml", ONE_RUN + "protocol:\n  lr: 0.1\n  lr: 0.001\n")
+    twice = overlay(work / "twice.yaml", TWICE)
     return ["-n", "--cores", "1", "--configfile", SMOKE, twice]
 
 
@@ -317,7 +320,7 @@ CASES = [
          kind="snakemake", unchanged="results/smoke/tables"),
     Case("a shell command in data.raw_dir", injection_in_raw_dir, "", status=0, kind="snakemake",
          check=nothing_pwned),
-    Case("a config key given twice", key_given_twice, "line 12: lr given twice; the last value counts", status=0,
+    Case("a config key given twice", key_given_twice, f"line {TWICE.count(chr(10))}: lr given twice; the last value counts", status=0,
          kind="snakemake"),
     Case("results: inside the prepared data", results_in_the_data_directory, "results: 'results/data' is reserved",
          status=1, kind="snakemake"),
