@@ -20,7 +20,6 @@ include: "workflow/rules/common.smk"
 if not REPORT_ONLY:  # report_only: tables and figures from finished runs, nothing else
 
     include: "workflow/rules/data.smk"
-    include: "workflow/rules/compute.smk"
     include: "workflow/rules/train.smk"
     include: "workflow/rules/evaluate.smk"
 
@@ -31,4 +30,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        jobs.final_outputs(PLAN),

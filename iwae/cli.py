@@ -14,8 +14,19 @@ import os
 import sys
 from pathlib import Path
 
+import yaml
+
 from iwae import __version__
+from iwae.data.catalogue import CATALOGUE as DATASETS
+from iwae.data.catalogue import fetch
 from iwae.errors import Diverged, Interrupted, UserError
+from iwae.plan import paths
+from iwae.plan.config import EvalConfig, TrainConfig, add_flags, duplicate_keys, flag_values, int_list
+from iwae.plan.figures import KINDS
+from iwae.plan.layouts import LAYOUTS
+from iwae.plan.references import SOURCES
+from iwae.plan.vocabulary import BACKENDS
+from iwae.system.files import write_json
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,12 +58,10 @@ def _positive_float(text: str) -> float:
 
 
 def cmd_fetch(args) -> int:
-    from iwae.data.catalogue import fetch
-
-    paths = fetch(
+    fetched = fetch(
         args.dataset, Path(args.dest), args.mirror, only=args.only, timeout=args.timeout, retries=args.retries
     )
-    for path in paths:
+    for path in fetched:
         print(path)
     return 0
 
@@ -60,7 +69,7 @@ def cmd_fetch(args) -> int:
 def cmd_prepare(args) -> int:
     from iwae.data.datasets import prepare
 
-    out = Path(args.out or f"results/data/{args.dataset}.npz")
+    out = Path(args.out or paths.data_file(args.dataset))
     meta = prepare(args.dataset, Path(args.raw), out)
     print(f"{out}: {meta['splits']}")
     return 0
@@ -68,17 +77,11 @@ def cmd_prepare(args) -> int:
 
 def _options(kind, args, config_file: str | None = None):
     """A TrainConfig or EvalConfig from a YAML/JSON file (if any) and the flags given."""
-    from iwae.plan.config import flag_values
-
     values = _read_config_file(Path(config_file)) if config_file else {}
     return kind.from_dict(values | flag_values(kind, args))
 
 
 def _read_config_file(path: Path) -> dict:
-    import yaml
-
-    from iwae.plan.config import duplicate_keys
-
     try:
         text = path.read_text()
         values = yaml.safe_load(text)
@@ -94,8 +97,6 @@ def _read_config_file(path: Path) -> dict:
 
 
 def cmd_train(args) -> int:
-    from iwae.plan.config import TrainConfig
-
     if args.pack:
         from iwae.training.packs import train_pack
 
@@ -123,7 +124,6 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from iwae.evaluation.evaluate import evaluate
     from iwae.models.store import load_model_file
-    from iwae.plan.config import EvalConfig
 
     cfg = _options(EvalConfig, args)
     run = Path(args.run)
@@ -142,7 +142,6 @@ def cmd_evaluate(args) -> int:
 
 def cmd_bench(args) -> int:
     from iwae.bench.speed import BENCH_BACKENDS, bench, bench_pack, format_pack_table, format_table
-    from iwae.system.files import write_json
 
     if args.gpu_report:
         from iwae.bench.gpu_report import gpu_report
@@ -246,18 +245,10 @@ in Python, a finished run: run = iwae.load_run("results/quick/runs/table1/mnist-
 
 
 def _kinds_reading(*reads: str) -> list[str]:
-    from iwae.plan.figures import KINDS
-
     return [k.cli_name for k in KINDS.values() if k.reads in reads]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from iwae.data.catalogue import CATALOGUE as DATASETS
-    from iwae.plan.config import BACKENDS, EvalConfig, TrainConfig, add_flags, int_list
-    from iwae.plan.figures import KINDS as FIGURE_KINDS
-    from iwae.plan.layouts import LAYOUTS
-    from iwae.plan.references import SOURCES
-
     parser = _Parser(
         prog="iwae",
         description="Importance Weighted Autoencoders, reproduced. The Snakemake workflow calls these verbs; "
@@ -318,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="a published folder (results/published/<name>) or a results root (results/<name>)")
     p.add_argument("--points", type=_positive_int, default=200,
                    help="test points per run evaluated again (whole batches; default 200)")  # fmt: skip
-    p.add_argument("--data", default="results/data", help="where the prepared datasets are (default results/data)")
+    p.add_argument("--data", default=paths.DATA, help="where the prepared datasets are (default %(default)s)")
     p.add_argument("--device", default="cpu", help="'cpu' (default), 'cuda' or 'auto'")
     p.add_argument("--threads", type=_positive_int, help="CPU threads (the evaluation's own for identical values)")
     p.set_defaults(func=cmd_verify)
@@ -368,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reference", choices=list(SOURCES), default="paper",
                    help="whose published values the comparison shows first (see iwae.plan.references)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
-    q.add_argument("--out-dir", default="results/tables")
+    q.add_argument("--out-dir", default=paths.tables(), help="default: the paper configuration's (%(default)s)")
     q = parts.add_parser("quote", help="rewrite the README's quoted tables (<!-- quote PATH --> ... <!-- /quote -->) "
                          "from the files they quote")  # fmt: skip
     q.add_argument("readme", nargs="?", default="README.md")
@@ -383,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reference", choices=list(SOURCES), default="paper",
                    help="whose published values give the published differences (see iwae.plan.references)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path, required=True, help="the runs' eval.json records")
-    q.add_argument("--out-dir", default="results/tables")
+    q.add_argument("--out-dir", default=paths.tables(), help="default: the paper configuration's (%(default)s)")
     q = parts.add_parser("figure", help="one figure (.pdf and .png) from finished runs")
-    q.add_argument("kind", choices=[k.cli_name for k in FIGURE_KINDS.values()],
+    q.add_argument("kind", choices=[k.cli_name for k in KINDS.values()],
                    help="what to draw (iwae.plan.figures)")  # fmt: skip
     q.add_argument("--evals", nargs="+", type=Path,
                    help=f"eval.json records ({', '.join(_kinds_reading('evals'))})")  # fmt: skip
@@ -397,16 +388,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
     q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")
     q.add_argument("--evals", nargs="+", type=Path, required=True)
-    q.add_argument("--out-csv", default="results/tables/summary.csv")
-    q.add_argument("--out-md", default="results/tables/summary.md")
+    q.add_argument("--out-csv", default=f"{paths.tables()}/summary.csv")
+    q.add_argument("--out-md", default=f"{paths.tables()}/summary.md")
     q = parts.add_parser("document", help="report.tex gathering tables and figures (and its PDF)")
     q.add_argument("--tables", nargs="+", type=Path, required=True)
     q.add_argument("--figures", nargs="*", type=Path, default=[])
     q.add_argument("--titles", nargs="*", type=_title, default=[], help="section titles as EXPERIMENT=TITLE")
-    q.add_argument("--out", default="results/report.tex")
+    q.add_argument("--out", default=paths.report())
     q = parts.add_parser("pdf", help="compile a LaTeX document with pdflatex or tectonic")
-    q.add_argument("--tex", default="results/report.tex")
-    q.add_argument("--out", default="results/report.pdf")
+    q.add_argument("--tex", default=paths.report())
+    q.add_argument("--out", default=paths.report(suffix=".pdf"))
     p.set_defaults(func=cmd_report)
     return parser
 

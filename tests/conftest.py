@@ -14,7 +14,7 @@ import torch
 from iwae.data import catalogue, datasets, sources
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/reference.py
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' helpers: workflow.py, slurm.py
 
 # the suite runs on 2 CPU cores; keep PyTorch from oversubscribing them
 torch.set_num_threads(min(2, os.cpu_count() or 1))

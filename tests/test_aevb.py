@@ -207,19 +207,21 @@ def test_the_pilot_picks_a_rate_and_the_run_is_the_run_of_that_rate(prepared, tm
 def test_curve_is_written_as_the_run_goes_and_kept_by_resume(prepared, tmp_path):
     from iwae.errors import Interrupted
     from iwae.training.loop import Trainer, train
+    from iwae.training.run import build, callbacks
 
     cfg = _cfg(prepared["mnist"], lr=0.02, curve_per_decade=2)
     train(_cfg(prepared["mnist"], lr=0.02), tmp_path / "no-curve", quiet=True)
-    t = Trainer(cfg, tmp_path / "curve", True, False)
+    run = build(cfg, tmp_path / "curve", True)
+    t = Trainer(run, callbacks(run, progress=False))
     with pytest.raises(Interrupted):
-        for i, _ in enumerate(t.train()):
+        for i in range(1000):
+            t.advance("step")
             if i == 25:  # inside the third epoch
-                t.stop.requested = True
+                run.stop.requested = True
     with open(tmp_path / "curve" / "curve.csv") as f:
         before = list(csv.DictReader(f))
     assert [int(r["samples"]) for r in before] == [100, 400, 1000]
-    resumed = Trainer(cfg, tmp_path / "curve", True, False)
-    record = resumed.run()
+    record = train(cfg, tmp_path / "curve", quiet=True)
     with open(tmp_path / "curve" / "curve.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["samples"]) for r in rows] == [100, 400, 1000, 3200, 4000]
@@ -234,17 +236,18 @@ def test_a_map_step_ascends_kingma_and_wellings_whole_objective(prepared, tmp_pa
     The prior's share is checked to matter: with the prior at M / N (100 times too strong)
     or without it, the gradient differs by far more than the tolerance."""
     from iwae.data import datasets
-    from iwae.training.loop import Trainer
+    from iwae.training.run import build, initialize
     from iwae.training.steps import train_step
 
     cfg = _cfg(prepared["mnist"], lr=0.02, adagrad_warmup=5, train_subset=500)  # in warm-up: no step is taken
-    trainer = Trainer(cfg, tmp_path / "map", True, False)
-    trainer.restore_or_initialize()
-    model, n, m = trainer.model, trainer.x.shape[0], cfg.batch_size
+    run = build(cfg, tmp_path / "map", True)
+    initialize(run)
+    model, n, m = run.model, run.x.shape[0], cfg.batch_size
     model.buffer.data.mul_(30)  # weights of a trained network's size, not 0.01
-    x = datasets.binarize(trainer.x[:m], torch.Generator().manual_seed(0))
+    x = datasets.binarize(run.x[:m], torch.Generator().manual_seed(0))
     before = model.buffer.data.clone()
-    train_step(trainer.backend, trainer.objective, trainer.opt, x, 1, torch.Generator().manual_seed(1), trainer.prior)
+    prior = run.step_state.prior
+    train_step(run.backend, run.objective, run.opt, x, 1, torch.Generator().manual_seed(1), prior)
     assert torch.equal(model.buffer.data, before)
     ours = model.buffer.grad.clone()
 

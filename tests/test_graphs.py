@@ -18,8 +18,9 @@ from iwae.data import datasets
 from iwae.errors import UserError
 from iwae.plan.config import TrainConfig
 from iwae.system.devices import STREAMS_PER_POOL, run_streams
-from iwae.training.loop import Trainer
+from iwae.training.loop import Trainer, train
 from iwae.training.probe import probe_step, record
+from iwae.training.run import Run, build, callbacks, initialize
 
 FAMILIES = {
     "paper-fused": {"layers": "2", "k": 5, "objective": "iwae"},
@@ -36,36 +37,36 @@ def mnist(prepared):
     return prepared["mnist"], datasets.load(prepared["mnist"])
 
 
-def _begun(tmp_path, mnist, **options) -> Trainer:
+def _begun(tmp_path, mnist, **options) -> Run:
     """A run with the steps graphs replay (here without a graph), its first epoch begun."""
     path, data = mnist
-    t = Trainer(TrainConfig(data=str(path), train_subset=100, threads=1, **options), tmp_path / "run", True, False,
+    run = build(TrainConfig(data=str(path), train_subset=100, threads=1, **options), tmp_path / "run", True,
                 data=data, graphed=True)  # fmt: skip
-    t.restore_or_initialize()
-    t.steps.begin(torch.randperm(100, generator=t.gen), torch.zeros((), dtype=torch.float64), 0)
-    return t
+    initialize(run)
+    run.steps.begin(torch.randperm(100, generator=run.gen), torch.zeros((), dtype=torch.float64), 0)
+    return run
 
 
 @pytest.mark.parametrize("options", FAMILIES.values(), ids=FAMILIES.keys())
 def test_a_step_of_every_family_is_one_a_cuda_graph_can_replay(tmp_path, mnist, options):
-    t = _begun(tmp_path, mnist, **options)
-    first = probe_step(t.steps)
+    run = _begun(tmp_path, mnist, **options)
+    first = probe_step(run.steps)
     assert first.capturable, (first.host_reads, first.off_device, first.random_order, first.foreign_random,
                               first.writes_elsewhere)  # fmt: skip
     assert first.repeatable  # the warm-up's undo gives back all a step depends on; gradients are scratch
-    t.opt.lr = t.cfg.learning_rate(1)  # the next stage, at another position
-    t.steps.pos.fill_(3)
-    assert probe_step(t.steps).trace == first.trace  # nothing the capture would freeze has changed
+    run.opt.lr = run.cfg.learning_rate(1)  # the next stage, at another position
+    run.steps.pos.fill_(3)
+    assert probe_step(run.steps).trace == first.trace  # nothing the capture would freeze has changed
 
 
 def test_a_learning_rate_held_on_the_host_would_be_frozen_by_a_capture(tmp_path, mnist):
     """Why the learning rate lives on the device: as a Python float it is an argument of the
     optimizer's kernel, and the trace of the next stage's steps differs from the captured one."""
-    t = _begun(tmp_path, mnist, layers="1", k=2)
-    t.opt.lr_tensor = None  # as eager steps on a CPU hold it
-    first = probe_step(t.steps)
-    t.opt.lr = t.cfg.learning_rate(1)
-    assert probe_step(t.steps).trace != first.trace
+    run = _begun(tmp_path, mnist, layers="1", k=2)
+    run.opt.lr_tensor = None  # as eager steps on a CPU hold it
+    first = probe_step(run.steps)
+    run.opt.lr = run.cfg.learning_rate(1)
+    assert probe_step(run.steps).trace != first.trace
 
 
 def test_the_probe_sees_what_a_capture_cannot_hold():
@@ -119,7 +120,7 @@ def test_graph_steps_pause_at_learning_curve_points_as_eager_steps_do(tmp_path):
     data = synthetic_dataset(tmp_path / "small.npz", train=300, test=20)
     cfg = TrainConfig(data=str(data), layers="1", k=2, epochs_per_stage=[1, 1], curve_per_decade=2, threads=1)
     for name, graphed in (("eager", False), ("graphed", True)):
-        Trainer(cfg, tmp_path / name, True, False, graphed=graphed).run()
+        train(cfg, tmp_path / name, quiet=True, progress=False, graphed=graphed)
     curves = {}
     for name in ("eager", "graphed"):
         with open(tmp_path / name / "curve.csv") as f:
@@ -131,17 +132,20 @@ def test_graph_steps_pause_at_learning_curve_points_as_eager_steps_do(tmp_path):
 
 @pytest.mark.parametrize("graphed", [False, True], ids=["eager", "graph-steps"])
 def test_a_finished_run_is_released_without_a_garbage_collection(tmp_path, graphed):
-    """No reference cycle holds a trainer (and its steps, and on a GPU their graphs): it ends
-    when its last reference goes, not at some later collection."""
+    """No reference cycle holds a trainer or its run (and its steps, and on a GPU their graphs):
+    they end when their last reference goes, not at some later collection."""
     data = synthetic_dataset(tmp_path / "small.npz", train=60, test=20)
-    t = Trainer(TrainConfig(data=str(data), epochs_per_stage=[1], threads=1), tmp_path / "run", True, False,
-                graphed=graphed)  # fmt: skip
-    t.run()
-    gone = weakref.ref(t)
+    run = build(TrainConfig(data=str(data), epochs_per_stage=[1], threads=1), tmp_path / "run", True, graphed=graphed)
+    t = Trainer(run, callbacks(run, progress=False))
+    while t.advance():
+        pass
+    t.finish()
+    t.release()
+    gone = [weakref.ref(t), weakref.ref(run), weakref.ref(run.steps)]
     gc.disable()
     try:
-        del t
-        assert gone() is None
+        del t, run
+        assert [ref() for ref in gone] == [None, None, None]
     finally:
         gc.enable()
 

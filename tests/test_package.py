@@ -17,9 +17,11 @@ from iwae.training.loop import train
 
 from conftest import ROOT
 
-# bottom to top: a module may import its own stage and the stages before it
-STAGES = ["errors", "system", "data", "estimators", "plan", "models", "backends", "training", "evaluation", "report",
-          "bench", "cli"]  # fmt: skip
+# the house's floors, bottom to top: a module imports its own stage and the stages on the floors
+# below it, never a stage beside it on its own floor or above it
+FLOORS = [("errors",), ("system",), ("data", "estimators"), ("plan",), ("models",), ("backends",), ("training",),
+          ("evaluation", "bench"), ("report",), ("cli",)]  # fmt: skip
+FLOOR = {stage: i for i, stages in enumerate(FLOORS) for stage in stages}
 PREVIOUS = ROOT / "tests/data/previous-version"  # written at the revision before the move
 
 
@@ -49,9 +51,11 @@ def _imports() -> dict[str, set[str]]:
     return out
 
 
-def test_every_import_runs_down_the_stages_and_none_closes_a_circle():
+def test_every_import_runs_down_the_floors_and_none_closes_a_circle():
     edges = _imports()
-    upward = [(m, i) for m, found in edges.items() for i in found if STAGES.index(_stage(i)) > STAGES.index(_stage(m))]
+    assert {_stage(m) for m in edges} == set(FLOOR)  # every stage has its floor
+    upward = [(m, i) for m, found in edges.items() for i in found
+              if _stage(i) != _stage(m) and FLOOR[_stage(i)] >= FLOOR[_stage(m)]]  # fmt: skip
     assert not upward, upward
     circles = []
     for start in edges:  # a module that reaches itself
@@ -99,3 +103,32 @@ def test_files_of_the_previous_version_load_and_resume(prepared, tmp_path):
     assert record["resumes"] == 1 and record["epochs"] == 2
     assert torch.equal(torch.load(tmp_path / "run/model.pt", weights_only=True)["model"]["params"],
                        finished["model"]["params"])  # fmt: skip
+
+
+def test_each_model_vocabulary_is_declared_once_and_built_and_helped_by_name():
+    """iwae.plan.vocabulary declares the model-side names: every one has its builder, the
+    builders build nothing else, and every option's help text (schema, --help) names them all."""
+    import dataclasses
+
+    from iwae import backends, models
+    from iwae.estimators.objectives import REGISTRY
+    from iwae.models import LayeredModel, likelihoods, priors
+    from iwae.plan import vocabulary
+    from iwae.plan.architecture import Architecture
+    from iwae.plan.config import EvalConfig
+
+    assert set(models.FAMILIES) == set(vocabulary.FAMILIES)
+    assert set(models.FILE_FAMILIES) == {*vocabulary.FAMILIES, vocabulary.RANDOM_WEIGHTS_FAMILY}
+    assert all(cls.family == name for name, cls in models.FILE_FAMILIES.items())
+    assert set(likelihoods.LIKELIHOODS) == set(vocabulary.LIKELIHOODS)
+    assert set(priors.PRIORS) == set(vocabulary.PRIORS)
+    model = LayeredModel(Architecture.parse("1"), 784)
+    assert {backends.select(model, name).name for name in vocabulary.BACKENDS} == {"fused", "autograd"}
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}
+    named = {"family": vocabulary.FAMILIES, "likelihood": vocabulary.LIKELIHOODS, "prior": vocabulary.PRIORS,
+             "backend": vocabulary.BACKENDS, "random": vocabulary.RANDOM_WEIGHTS}  # fmt: skip
+    for key, names in named.items():
+        assert all(f"'{name}'" in helps[key] for name in names), key
+    evaluation = {f.name: f.metadata["help"] for f in dataclasses.fields(EvalConfig)}
+    assert all(f"'{name}'" in evaluation["backend"] for name in vocabulary.BACKENDS)
+    assert all(e.spec in helps["objective"] for e in REGISTRY.values()) and "sgvb" in helps["objective"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from iwae.data import datasets
+from iwae.data.datasets import subset
 from iwae.estimators import posterior
 from iwae.estimators.likelihood import log_likelihood, mixture_log_likelihood
 from iwae.estimators.posterior import knn_accuracy
@@ -182,8 +183,9 @@ def test_knn_accuracy_separates_what_is_separable():
     labels = torch.arange(400) % 4
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
     features = centres[labels] + torch.randn(400, 2, generator=g)
-    assert knn_accuracy(features, labels, 5) == 1.0
-    assert knn_accuracy(torch.randn(400, 2, generator=g), labels, 5) < 0.4  # no information: chance
+    half = subset(400, 200)
+    assert knn_accuracy(features, labels, half, 5) == 1.0
+    assert knn_accuracy(torch.randn(400, 2, generator=g), labels, half, 5) < 0.4  # no information: chance
 
 
 def test_knn_accuracy_splits_at_random_not_by_order():
@@ -193,7 +195,8 @@ def test_knn_accuracy_splits_at_random_not_by_order():
     labels = torch.arange(400) // 100  # sorted: 0s, then 1s, 2s, 3s
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
     features = centres[labels] + torch.randn(400, 2, generator=torch.Generator().manual_seed(7))
-    assert knn_accuracy(features, labels, 5) == 1.0
+    assert knn_accuracy(features, labels, subset(400, 200), 5) == 1.0
+    assert knn_accuracy(features, labels, torch.arange(200), 5) == 0.0  # by order: labels it never saw
 
 
 def test_analyses_a_model_does_not_support_are_refused_before_any_work(tmp_path):

@@ -311,7 +311,9 @@ def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
     import iwae
     from iwae.plan.experiments import Plan
     from iwae.training.callbacks import Validation
-    from iwae.training.loop import Trainer
+    from iwae.training.curves import LearningCurve
+    from iwae.training.loop import train_run
+    from iwae.training.run import build, callbacks
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["evaluation"]["seed"] = 7
@@ -324,11 +326,12 @@ def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
     assert not torch.equal(as_evaluated, data.binarized_test(123))
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=2, epochs_per_stage=[1], train_subset=100,
                       valid_every=1, valid_k=5, curve_per_decade=1, eval_seed=7, threads=1)  # fmt: skip
-    trainer = Trainer(cfg, tmp_path / "run", quiet=True, progress=False)
-    assert torch.equal(trainer.curve.x_test, as_evaluated)
-    validation = next(c for c in trainer.callbacks if isinstance(c, Validation))
+    run = build(cfg, tmp_path / "run", quiet=True)
+    watching = callbacks(run, progress=False)
+    assert torch.equal(next(c for c in watching if isinstance(c, LearningCurve)).x_test, as_evaluated)
+    validation = next(c for c in watching if isinstance(c, Validation))
     assert torch.equal(validation.x, datasets.binarize(data.valid, torch.Generator().manual_seed(7)))
-    trainer.run()
+    train_run(run, progress=False)
     result = run_cli("evaluate", "--run", tmp_path / "run", "--k", "5", "--test-points", "10", "--valid-points", "0",
                      "--active-points", "20", "--seed", "7", "--threads", "1", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -343,20 +346,22 @@ def test_graph_steps_equal_eager_steps_across_a_stage_change_even_resumed_at_an_
     eager steps, also with 2 batches an epoch (fewer than the warm-up's 3 steps), across the
     change of learning rate between stages, and when resumed at an epoch's last step."""
     from iwae.errors import Interrupted
-    from iwae.training.loop import Trainer
+    from iwae.training.loop import Trainer, train, train_run
+    from iwae.training.run import build, callbacks
 
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=3, epochs_per_stage=[2, 2],
                       train_subset=20 * batches, threads=1)  # fmt: skip
-    Trainer(cfg, tmp_path / "eager", True, False).run()
-    t = Trainer(cfg, tmp_path / "graphed", True, False, graphed=True)
-    assert t.opt.lr_tensor is not None  # the learning rate a graph reads, here on the CPU
+    train(cfg, tmp_path / "eager", quiet=True)
+    run = build(cfg, tmp_path / "graphed", True, graphed=True)
+    assert run.opt.lr_tensor is not None  # the learning rate a graph reads, here on the CPU
+    t = Trainer(run, callbacks(run, progress=False))
     with pytest.raises(Interrupted):
-        for _ in t.train():
-            if t.opt.t == 2 * batches - 1:  # the last step of the second epoch is next
-                t.stop.requested = True
-    resumed = Trainer(cfg, tmp_path / "graphed", True, False, graphed=True)
-    resumed.run()
-    assert resumed.resumes == 1 and resumed.opt.lr_tensor.item() == cfg.learning_rate(1)
+        while t.advance("step"):
+            if run.opt.t == 2 * batches - 1:  # the last step of the second epoch is next
+                run.stop.requested = True
+    resumed = build(cfg, tmp_path / "graphed", True, graphed=True)
+    record = train_run(resumed, progress=False)
+    assert record["resumes"] == 1 and resumed.opt.lr_tensor.item() == cfg.learning_rate(1)
     assert torch.equal(_params(tmp_path / "graphed"), _params(tmp_path / "eager"))
 
 
@@ -375,32 +380,29 @@ def test_identical_runs_write_identical_files(prepared, tmp_path):
 def test_train_split_train_valid_trains_on_both_splits_with_their_labels(prepared, tmp_path):
     """Seed 000 and nbip trained on all 60,000 MNIST images: the training split with the
     validation split after it, labels included for a conditional model."""
-    from iwae.training.loop import Trainer
+    from iwae.training.run import build
 
     data = datasets.load(prepared["mnist"])
     cfg = TrainConfig(data=str(prepared["mnist"]), train_split="train+valid", condition="label", layers="20-10")
-    t = Trainer(cfg, tmp_path / "all", True, False, data=data)
-    assert t.x.shape[0] == 60_000 and torch.equal(t.x[-400:], data.valid) and torch.equal(t.x[:59_600], data.train)
-    assert torch.equal(t.c[-400:].argmax(1), data.labels["valid"])
-    assert (
-        Trainer(TrainConfig(data=str(prepared["mnist"])), tmp_path / "paper", True, False, data=data).x.shape[0]
-        == 59_600
-    )
+    run = build(cfg, tmp_path / "all", True, data=data)
+    assert run.x.shape[0] == 60_000 and torch.equal(run.x[-400:], data.valid)
+    assert torch.equal(run.x[:59_600], data.train) and torch.equal(run.c[-400:].argmax(1), data.labels["valid"])
+    assert build(TrainConfig(data=str(prepared["mnist"])), tmp_path / "paper", True, data=data).x.shape[0] == 59_600
     with pytest.raises(Exception, match="train_split"):
         TrainConfig(data="x", train_split="all")
 
 
 def test_output_bias_from_the_training_mean_or_zero(prepared, tmp_path):
-    from iwae.training.loop import Trainer
+    from iwae.training.run import build, initialize
 
     data = datasets.load(prepared["mnist"])
     biases = {}
     for choice in ("mean", "zero"):
         cfg = TrainConfig(data=str(prepared["mnist"]), output_bias=choice, train_subset=500)
-        t = Trainer(cfg, tmp_path / choice, True, False, data=data)
-        t.restore_or_initialize()
-        biases[choice] = t.model.buffer.param("decoder.p0.b2").clone()
-        assert t.model.buffer.param("encoder.q0.w0").abs().max() > 0  # Glorot weights either way
+        run = build(cfg, tmp_path / choice, True, data=data)
+        initialize(run)
+        biases[choice] = run.model.buffer.param("decoder.p0.b2").clone()
+        assert run.model.buffer.param("encoder.q0.w0").abs().max() > 0  # Glorot weights either way
     assert (biases["zero"] == 0).all() and biases["mean"].min() < -5  # logit(1e-3) at MNIST's empty corners
 
 
@@ -409,17 +411,20 @@ def test_snapshots_of_every_stage_survive_a_resume(prepared, tmp_path):
     through an interruption; they leave the run itself unchanged."""
     from iwae.errors import Interrupted
     from iwae.training.loop import Trainer, train
+    from iwae.training.run import build, callbacks
 
     base = dict(data=str(prepared["mnist"]), layers="20-5", k=1, epochs_per_stage=[1, 2], train_subset=200,
                 batch_size=20, threads=1)  # fmt: skip
     train(TrainConfig(**base), tmp_path / "plain", quiet=True)
     cfg = TrainConfig(**base, snapshot_stages=True)
-    t = Trainer(cfg, tmp_path / "snap", True, False)
+    run = build(cfg, tmp_path / "snap", True)
+    t = Trainer(run, callbacks(run, progress=False))
     with pytest.raises(Interrupted):
-        for i, _ in enumerate(t.train()):
+        for i in range(100):
+            t.advance("step")
             if i == 15:  # inside the second stage
-                t.stop.requested = True
-    Trainer(cfg, tmp_path / "snap", True, False).run()
+                run.stop.requested = True
+    train(cfg, tmp_path / "snap", quiet=True)
     state = torch.load(tmp_path / "snap" / "model.pt", weights_only=True)
     assert [s["epoch"] for s in state["snapshots"]] == [0, 1, 3]
     assert torch.equal(state["snapshots"][-1]["params"], state["model"]["params"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 from iwae.backends.autograd import AutogradBackend
 from iwae.backends.fused import FusedBackend, why_not
 from iwae.errors import UserError
-from iwae.plan.config import BACKENDS
+from iwae.plan.vocabulary import BACKENDS
 
 
 def select(model, name: str = "auto"):

@@ -49,6 +49,7 @@ it) every size shrinks and the steps run as graphs would, without one.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import statistics
@@ -63,13 +64,19 @@ from pathlib import Path
 import torch
 
 from iwae.bench.speed import _eval_points, _train_steps, synthetic_dataset
+from iwae.data import datasets
+from iwae.errors import Interrupted
 from iwae.plan.config import TrainConfig
-from iwae.system import devices
+from iwae.system import devices, runtime
 from iwae.system.files import write_json
 from iwae.system.provenance import environment, resolve_device
-from iwae.training.callbacks import Callback, Checkpoints
+from iwae.training.callbacks import Callback
 from iwae.training.graphs import STEPS_PER_GRAPH
+from iwae.training.loop import Trainer, train_run
+from iwae.training.packs import interleave
 from iwae.training.probe import probe_step
+from iwae.training.run import build, callbacks, initialize
+from iwae.training.signals import StopRequest
 
 MNIST_STEPS, OMNIGLOT_STEPS, EPOCHS = 2980 * 3280, 1150 * 3280, 3280  # steps per run: 9,774,400 and 3,772,000
 EVAL_POINTS = {"mnist": 10000 + 400, "omniglot": 8070 + 1000}  # test and validation points per run
@@ -292,46 +299,33 @@ def _config(data_path: Path, device, setting, seed: int, **options) -> TrainConf
                        device=str(device), **options)  # fmt: skip
 
 
-def _pack(root: Path, data_path: Path, device, settings: list) -> list:
-    """Trainers for `settings`, each on a stream of its own, initialised, its graphs captured
-    and its first epoch begun (at the first stage's learning rate)."""
-    from iwae.data import datasets
-    from iwae.training.loop import Trainer
-    from iwae.training.signals import StopRequest
-
+def _pack(root: Path, data_path: Path, device, settings: list) -> list[Trainer]:
+    """Trainers for `settings`, each on a stream of its own, as a pack's are, each one replay
+    into its first epoch (its graphs captured). One stage of the paper's 3,280 epochs, so that
+    no stage's end checkpoints in the middle of a measurement."""
     data, stop = datasets.load(data_path, device), StopRequest()
-    trainers = [Trainer(_config(data_path, device, s, i + 1), root / f"run{i}", True, False, stop=stop, data=data,
-                        graphed=True) for i, s in enumerate(settings)]  # fmt: skip
-    for t, stream in zip(trainers, devices.run_streams(device, len(trainers))):
-        t.stream = stream
-        with devices.on(stream):
-            t.restore_or_initialize()
-            t.opt.lr = t.cfg.learning_rate(0)
-            _begin(t)
+    streams = devices.run_streams(device, len(settings))
+    trainers = []
+    for i, (setting, stream) in enumerate(zip(settings, streams)):
+        cfg = _config(data_path, device, setting, i + 1, epochs_per_stage=[EPOCHS])
+        run = build(cfg, root / f"run{i}", True, stop=stop, data=data, stream=stream, graphed=True)
+        trainers.append(Trainer(run, callbacks(run, progress=False)))
+    _advance(trainers, 1)
     return trainers
 
 
-def _begin(t) -> None:
-    perm = torch.randperm(t.x.shape[0], generator=t.gen, device=t.device)
-    t.steps.begin(perm, torch.zeros((), dtype=torch.float64, device=t.device), 0)
-    t.position = 0
-
-
-def _advance(trainers: list, steps: int) -> None:
-    """`steps` steps of every run, round robin, each on its own stream, as many per replay as
-    its graphs take (the runs share one dataset, so each takes as many)."""
-    taken = 0
-    while taken < steps:
+def _advance(trainers: list[Trainer], steps: int) -> int:
+    """At least `steps` steps of every run, round robin, each run one replay at a time through
+    its training loop (`Trainer.advance`), as a pack advances it; returns the steps taken
+    (the runs share one dataset, so each takes as many)."""
+    start = trainers[0].steps_done
+    while trainers[0].steps_done - start < steps:
         for t in trainers:
-            with devices.on(t.stream):
-                if t.position == t.n_batches:  # an epoch's end: the next epoch's order
-                    _begin(t)
-                n = t.steps.step(t.position, min(t.n_batches, t.position + steps - taken))
-                t.position += n
-        taken += n
+            t.advance("step")
+    return trainers[0].steps_done - start
 
 
-def _release(trainers: list) -> None:
+def _release(trainers: list[Trainer]) -> None:
     for t in trainers:
         t.release()
 
@@ -347,8 +341,9 @@ def graph_rates(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
         for k in (1, 5, 50):
             trainers = _pack(root / f"solo{layers}{k}", data_path, device, [(layers, k, "iwae")])
             try:
-                seconds = _timed(lambda trainers=trainers: _advance(trainers, sizes.steps), device, 1)
-                out[f"train_{layers}l_k{k}_steps_per_s"] = round(sizes.steps / seconds[0], 1)
+                taken = []
+                seconds = _timed(lambda t=trainers, taken=taken: taken.append(_advance(t, sizes.steps)), device, 1)
+                out[f"train_{layers}l_k{k}_steps_per_s"] = round(taken[-1] / seconds[0], 1)
             finally:
                 _release(trainers)
     return out
@@ -366,10 +361,10 @@ def pack_rates(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
             seconds, host = [], []
             for _ in range(sizes.trials):
                 t0 = time.perf_counter()
-                _advance(trainers, sizes.steps)
-                host.append((time.perf_counter() - t0) / sizes.steps)
+                taken = _advance(trainers, sizes.steps)
+                host.append((time.perf_counter() - t0) / taken)
                 _sync(device)
-                seconds.append((time.perf_counter() - t0) / sizes.steps)
+                seconds.append((time.perf_counter() - t0) / taken)
         finally:
             _release(trainers)
         median = statistics.median(seconds)
@@ -384,38 +379,35 @@ def steady(root: Path, data_path: Path, device, size: int, seconds: float) -> di
     try:
         _advance(trainers, 20)
         _sync(device)
-        marks, start = [], time.perf_counter()
+        marks, steps, start = [], [0], time.perf_counter()
         while time.perf_counter() - start < seconds or len(marks) < 2:
-            _advance(trainers, 20)
+            steps.append(steps[-1] + _advance(trainers, 20))
             _sync(device)
             marks.append(time.perf_counter() - start)
     finally:
         _release(trainers)
     tenth = max(1, len(marks) // 10)
-    first = marks[tenth - 1] / (20 * tenth)
-    last = (marks[-1] - marks[-tenth - 1]) / (20 * tenth)
+    first = marks[tenth - 1] / steps[tenth]
+    last = (marks[-1] - marks[-tenth - 1]) / (steps[-1] - steps[-tenth - 1])
     return {"seconds": round(marks[-1], 1), "pack_size": size, "first_tenth_s_per_pack_step": first,
             "last_tenth_s_per_pack_step": last, "drift": round(last / first - 1, 4)}  # fmt: skip
 
 
 def full_epoch(root: Path, data_path: Path, device, size: int) -> dict:
-    """Two epochs of a pack through the real training loop (`iwae.training.packs._interleave`); the
-    second one's time (from the first run's log), which holds no capture and no first-epoch
+    """Two epochs of a pack through the real training loop (`iwae.training.packs.interleave`);
+    the second one's time (from the first run's log), which holds no capture and no first-epoch
     set-up: against the replayed steps alone it gives the per-epoch overhead."""
-    import csv
-
-    from iwae.data import datasets
-    from iwae.training.loop import Trainer
-    from iwae.training.packs import _interleave
-    from iwae.training.signals import StopRequest
-
     data, stop = datasets.load(data_path, device), StopRequest()
-    trainers = [Trainer(_config(data_path, device, s, i + 1, epochs_per_stage=[2]), root / "epoch" / f"run{i}", True,
-                        False, stop=stop, data=data, graphed=True) for i, s in enumerate(_settings(size))]  # fmt: skip
-    _interleave("report", trainers, device)
+    settings = _settings(size)
+    trainers = []
+    for i, (setting, stream) in enumerate(zip(settings, devices.run_streams(device, size))):
+        cfg = _config(data_path, device, setting, i + 1, epochs_per_stage=[2])
+        run = build(cfg, root / "epoch" / f"run{i}", True, stop=stop, data=data, stream=stream, graphed=True)
+        trainers.append(Trainer(run, callbacks(run, progress=False)))
+    interleave("report", trainers)
     with open(root / "epoch" / "run0" / "train_log.csv") as f:
         second = list(csv.DictReader(f))[1]
-    return {"runs": size, "steps": trainers[0].n_batches, "seconds": float(second["seconds"])}
+    return {"runs": size, "steps": trainers[0].run.n_batches, "seconds": float(second["seconds"])}
 
 
 # --------------------------------------------------------------------------- correctness
@@ -432,12 +424,10 @@ def _check_config(data_path: Path, device, setting: dict, epochs) -> TrainConfig
 
 
 def _trained(root: Path, data_path: Path, device, name: str, setting: dict, graphed: bool, epochs):
-    """A run through the real training loop, graphed or eager: the trainer at its end."""
-    from iwae.training.loop import Trainer
-
-    t = Trainer(_check_config(data_path, device, setting, epochs), root / name, True, False, graphed=graphed)
-    t.run()
-    return t
+    """A run through the real training loop, graphed or eager: the run at its end."""
+    run = build(_check_config(data_path, device, setting, epochs), root / name, True, graphed=graphed)
+    train_run(run, progress=False)
+    return run
 
 
 def _compare(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -457,15 +447,14 @@ def graphed_against_eager(root: Path, data_path: Path, device, sizes: Sizes) -> 
 
 class _StopAfter(Callback):
     """Requests the run's stop once it has taken `steps` steps, as a scheduler's SIGTERM would
-    then. Called before the checkpoints callback, which saves the run at that very step
-    boundary and stops it."""
+    then: the trainer saves the run at that very step boundary and stops it."""
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    def __init__(self, stop: StopRequest, steps: int):
+        self.stop, self.steps = stop, steps
 
-    def after_steps(self, trainer, stage, epoch, step):
-        if trainer.opt.t >= self.steps:
-            trainer.stop.requested = True
+    def after_steps(self, view):
+        if view.steps_done >= self.steps:
+            self.stop.requested = True
 
 
 def resumed_inside_an_epoch(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
@@ -474,73 +463,60 @@ def resumed_inside_an_epoch(root: Path, data_path: Path, device, sizes: Sizes) -
     bitwise. Records where the checkpoint fell and the replays that finished its epoch: the
     resume is exercised only if they include one of STEPS_PER_GRAPH steps and one of a single
     step (a checkpoint at an epoch's last step leaves the resume nothing to replay)."""
-    from iwae.errors import Interrupted
-    from iwae.training.loop import Trainer
-
     key, setting = "2l_k5_iwae", CASES["2l_k5_iwae"]
     unstopped = _trained(root, data_path, device, f"unstopped-{key}", setting, True, sizes.check_epochs)
     cfg = _check_config(data_path, device, setting, sizes.check_epochs)
-    first = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
-    first.callbacks.insert(next(i for i, c in enumerate(first.callbacks) if isinstance(c, Checkpoints)),
-                           _StopAfter(STOP_AFTER))  # fmt: skip
+    first = build(cfg, root / f"resumed-{key}", True, graphed=True)
     try:
-        with devices.on(devices.run_streams(first.device, 1)[0]):
-            for _ in first.train():
-                pass
+        train_run(first, progress=False, extra=[_StopAfter(first.stop, STOP_AFTER)])
         raise RuntimeError(f"the run ended before its stop after {STOP_AFTER} steps")
     except Interrupted:
         pass
-    finally:
-        first.release()
-    t = Trainer(cfg, root / f"resumed-{key}", True, False, graphed=True)
-    checkpoint = t.store.latest(t.say)
-    where, done, replays, finishing = checkpoint["position"], checkpoint["optimizer"]["t"], [], True
+    run = build(cfg, root / f"resumed-{key}", True, graphed=True)
+    where = run.store.latest(run.say)["position"]
+    epoch = sum(cfg.epochs_per_stage[: where["stage"]]) + where["epoch"]  # epochs before the checkpoint's
+    done, replays = epoch * run.n_batches + where["step"], []
+    t = Trainer(run, callbacks(run, progress=False))
     try:
-        with devices.on(devices.run_streams(t.device, 1)[0]):
-            for token in t.train():
-                if finishing and token == "step":  # a replay (or step) of the epoch the checkpoint fell in
-                    replays.append(t.opt.t - done)
-                    done = t.opt.t
-                finishing = finishing and token != "epoch"
-            t.finish()
+        while t.advance("step") == "step":  # a replay (or step) of the epoch the checkpoint fell in
+            replays.append(t.steps_done - done)
+            done = t.steps_done
+        while t.advance():
+            pass
+        t.finish()
     finally:
         t.release()
-    n, step = t.n_batches, where["step"]
-    epoch = sum(cfg.epochs_per_stage[: where["stage"]]) + where["epoch"] + 1  # counted over the stages, from 1
-    fell = {"stage": where["stage"] + 1, "epoch": epoch, "step": step, "steps_in_epoch": n, "steps_left": n - step}
+    n, step = run.n_batches, where["step"]
+    fell = {"stage": where["stage"] + 1, "epoch": epoch + 1, "step": step, "steps_in_epoch": n, "steps_left": n - step}
     return {
         "run": key,
         "stop_after_steps": STOP_AFTER,
         "checkpoint": fell,
         "replays_after_resume": replays,
-        "resumes": t.resumes,
-        "exercised": t.resumes == 1 and 0 < step < n and STEPS_PER_GRAPH in replays and 1 in replays,
-        **_compare(t.model.buffer.data, unstopped.model.buffer.data),
+        "resumes": t.state.resumes,
+        "exercised": t.state.resumes == 1 and 0 < step < n and STEPS_PER_GRAPH in replays and 1 in replays,
+        **_compare(run.model.buffer.data, unstopped.model.buffer.data),
     }
 
 
 def pack_against_alone(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
     """The runs of `sizes.check_pack` trained as one pack (on a GPU their graphs replaying at
     once, each on its stream) and each alone: the same parameters, bitwise."""
-    from iwae.data import datasets
-    from iwae.training.loop import Trainer
-    from iwae.training.packs import _interleave
-    from iwae.training.signals import StopRequest
-
     settings = [{"layers": str(layers), "k": k, "objective": o} for layers, k, o in sizes.check_pack]
     data, stop = datasets.load(data_path, device), StopRequest()
     configs = [TrainConfig(data=str(data_path), device=str(device), epochs_per_stage=list(sizes.check_epochs), seed=i + 1,
                            **s) for i, s in enumerate(settings)]  # fmt: skip
-    packed = [Trainer(c, root / "pack" / f"run{i}", True, False, stop=stop, data=data, graphed=True)
-              for i, c in enumerate(configs)]  # fmt: skip
-    _interleave("check", packed, device)
+    packed = []
+    for i, (cfg, stream) in enumerate(zip(configs, devices.run_streams(device, len(configs)))):
+        run = build(cfg, root / "pack" / f"run{i}", True, stop=stop, data=data, stream=stream, graphed=True)
+        packed.append(Trainer(run, callbacks(run, progress=False)))
+    interleave("check", packed)
     out = []
     for i, (cfg, t) in enumerate(zip(configs, packed)):
-        alone = Trainer(cfg, root / "alone" / f"run{i}", True, False, graphed=True)
-        alone.run()
-        out.append(
-            {"run": f"{cfg.layers}l_k{cfg.k}_{cfg.objective}", **_compare(t.model.buffer.data, alone.model.buffer.data)}
-        )
+        alone = build(cfg, root / "alone" / f"run{i}", True, graphed=True)
+        train_run(alone, progress=False)
+        out.append({"run": f"{cfg.layers}l_k{cfg.k}_{cfg.objective}",
+                    **_compare(t.run.model.buffer.data, alone.model.buffer.data)})  # fmt: skip
     return {"runs": out, "bitwise_equal": all(r["bitwise_equal"] for r in out)}
 
 
@@ -597,7 +573,7 @@ def graph_pools(root: Path, data_path: Path, device, sizes: Sizes) -> dict:
         _sync(device)
         pools = {f"run{i} {layers}l_k{k}_{objective}, {n} steps": graph.pool()
                  for i, (t, (layers, k, objective)) in enumerate(zip(trainers, sizes.check_pack))
-                 for n, graph in sorted(t.steps.graphs.items())}  # fmt: skip
+                 for n, graph in sorted(t.run.steps.graphs.items())}  # fmt: skip
         found = pools_in_snapshot(torch.cuda.memory._snapshot(device), pools, workspace_bytes(device), device.index)
     finally:
         _release(trainers)
@@ -652,17 +628,15 @@ PROBED = {  # a step of each backend, and of the random-weight family (autograd,
 
 def probe(root: Path, data_path: Path, device) -> dict:
     """What a capture would record of one step of each backend, on this device."""
-    from iwae.training.loop import Trainer
-
     out = {}
     for name, setting in PROBED.items():
-        t = Trainer(TrainConfig(data=str(data_path), device=str(device), **setting), root / f"probe-{name}", True,
-                    False, graphed=True)  # fmt: skip
-        with devices.on(devices.run_streams(t.device, 1)[0]):
-            t.restore_or_initialize()
-            _begin(t)
-            found = probe_step(t.steps)
-        t.release()
+        run = build(TrainConfig(data=str(data_path), device=str(device), **setting), root / f"probe-{name}", True,
+                    graphed=True)  # fmt: skip
+        with devices.on(run.stream):  # as the trainer's first epoch begins, then one step
+            initialize(run)
+            run.steps.begin(run.order(), torch.zeros((), dtype=torch.float64, device=run.device), 0)
+            found = probe_step(run.steps)
+        run.release()
         out[name] = {"capturable": found.capturable, "repeatable": found.repeatable,
                      **{key: getattr(found, key) for key in PROBE_FINDINGS}, "operations": len(found.trace)}  # fmt: skip
     return out
@@ -674,8 +648,6 @@ def probe(root: Path, data_path: Path, device) -> dict:
 def gpu_report(
     out_dir: Path, device: str = "auto", minutes: float = 6.0, quick: bool | None = None, threads: int | None = None
 ) -> dict:
-    from iwae.system import runtime
-
     dev = devices.claim(resolve_device(device))  # one device for every run of the check
     runtime.setup(dev, threads)
     quick = dev.type != "cuda" if quick is None else quick

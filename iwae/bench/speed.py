@@ -10,10 +10,16 @@ same rounds, so that their ratio is what the fused backward pass buys.
 
 from __future__ import annotations
 
+import csv
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from iwae import backends
@@ -22,6 +28,7 @@ from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
 from iwae.estimators.objectives import Objective
 from iwae.models import LayeredModel
 from iwae.plan.architecture import ARCHITECTURES
+from iwae.plan.config import flags
 from iwae.system import runtime
 from iwae.system.provenance import environment, resolve_device
 from iwae.training.optim import Adam
@@ -150,9 +157,6 @@ def format_table(report: dict) -> str:
 def synthetic_dataset(path, train: int, test: int = 200, pixels: int = 784, seed: int = 0):
     """A prepared dataset of grey values (binarised afresh at every use, as MNIST), of the
     real shapes, so that speed can be measured without any dataset at hand."""
-    import json
-
-    import numpy as np
 
     rng = np.random.RandomState(seed)
     arrays = {name: rng.beta(0.3, 0.7, size=(n, pixels)).astype(np.float32) for name, n in
@@ -168,22 +172,16 @@ PACK_STEPS = {1: 1500, 5: 800, 50: 150}  # steps per run: a few seconds each on 
 
 
 def _logged_rate(path: Path) -> float:
-    import csv
-
     with open(path) as f:
         return float(next(csv.DictReader(f))["points_per_s"])
 
 
 def _train_command(*args: str) -> list[str]:
-    import sys
-
     return [sys.executable, "-m", "iwae", "train", *args, "--quiet"]
 
 
 def _as_separate_jobs(runs: list[tuple[Path, dict]], threads: int) -> None:
     """One `iwae train` per run with one thread, at most `threads` at a time."""
-    import subprocess
-
     queue, running = list(runs), []
     while queue or running:
         while queue and len(running) < threads:
@@ -197,11 +195,6 @@ def _as_separate_jobs(runs: list[tuple[Path, dict]], threads: int) -> None:
 
 
 def _as_pack(runs: list[tuple[Path, dict]], threads: int, spec: Path) -> None:
-    import json
-    import subprocess
-
-    from iwae.plan.config import flags
-
     spec.write_text(json.dumps({"name": spec.stem, "runs": [{"out": str(d), "flags": flags(o)} for d, o in runs]}))
     subprocess.run(
         _train_command("--pack", str(spec), "--threads", str(threads)), check=True, stdout=subprocess.DEVNULL
@@ -216,8 +209,6 @@ def bench_pack(
     as one pack job with `threads` threads. Per run: the points/s its training log records;
     aggregate: all points trained over the wall time of all the jobs (start-up included).
     Each is measured `repeats` times, the two in alternating order; the best is reported."""
-    import tempfile
-
     steps = steps or PACK_STEPS
     root = Path(tempfile.mkdtemp(prefix="iwae-bench-pack-"))
     data = synthetic_dataset(root / "synthetic.npz", train=20 * max(steps[k] for k in ks))

@@ -103,8 +103,22 @@ class Estimator:
     # the objective it is with one sample, value and gradient alike (IWAE with k = 1 is the VAE)
     with_one_sample: str | None = None
 
+    @property
+    def spec(self) -> str:
+        """How a spec names it, its parameter as in its label: 'iwae', 'miwae-m<M>'."""
+        if self.letter is None:
+            return self.name
+        symbol = re.search(r"\(([^=()]+)=\{\}\)", self.label)
+        return f"{self.name}-{self.letter}<{symbol.group(1) if symbol else self.letter}>"
+
 
 REGISTRY: dict[str, Estimator] = {}
+
+
+def specs() -> str:
+    """Every objective's spec, for a help text: 'vae, iwae, miwae-m<M>, ... or sgvb'."""
+    names = [e.spec for e in REGISTRY.values()]
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def estimator(name: str, label: str, *, param: tuple[str, type] | None = None, **options):

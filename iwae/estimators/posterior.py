@@ -21,8 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from iwae.data.datasets import subset
-
 
 @dataclass
 class Grid:
@@ -172,13 +170,13 @@ def sir(samples: Tensor, log_w: Tensor, n: int, generator=None, replacement: boo
     return samples[index]
 
 
-def knn_accuracy(features: Tensor, labels: Tensor, k: int = 5) -> float:
-    """k-nearest-neighbour label accuracy: a random half of the rows (the same for every
-    run) classifies the other half (majority vote, ties to the nearest). Random, because
-    test sets are ordered: MNIST's first 5,000 test images are the cleaner ones."""
-    order = subset(features.shape[0], features.shape[0] // 2).to(features.device)
+def knn_accuracy(features: Tensor, labels: Tensor, reference: Tensor, k: int = 5) -> float:
+    """k-nearest-neighbour label accuracy: the rows `reference` (indices) classify the others
+    (majority vote, ties to the nearest). Evaluation gives a random half, the same for every
+    run (`iwae.data.datasets.subset`), because test sets are ordered: MNIST's first 5,000 test
+    images are the cleaner ones."""
     is_reference = torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
-    is_reference[order] = True
+    is_reference[reference.to(features.device)] = True
     reference, query = features[is_reference].double(), features[~is_reference].double()
     reference_labels, query_labels = labels[is_reference], labels[~is_reference]
     votes = []

@@ -18,6 +18,7 @@ posterior mean is taken given one sample of the layer below.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ from iwae.data import datasets
 from iwae.data.datasets import subset
 from iwae.errors import UserError
 from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk, mixture_log_likelihood
-from iwae.estimators.posterior import knn_accuracy
+from iwae.estimators.marginal import HMCConfig, log_marginal
+from iwae.estimators.posterior import effective_sample_size, grid_posterior, kl_q_p, knn_accuracy, snis_means
 from iwae.models.store import load_model_file, model_of
 from iwae.plan.config import EvalConfig
 from iwae.system import devices, runtime
@@ -183,8 +185,6 @@ def marginal_likelihoods(model, backend, data, binary, test_set, state: dict, cf
     """Kingma & Welling's HMC estimate of log p(x) and L_k on the same random points of the
     training points the run saw and of the test set (per split: both means, their paired
     difference, the sampler's acceptance rate)."""
-    from iwae.estimators.marginal import HMCConfig, log_marginal
-
     seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
     out = {"hmc": vars(HMCConfig())}
     for split, x, n in (("train", binary(data.train[:seen]), seen), ("test", test_set, data.test.shape[0])):
@@ -227,8 +227,6 @@ def posterior_on_grids(model, backend, x_test: Tensor, cfg: EvalConfig, gen, chu
     """For random test points of a model with a 2-D latent space: log p(x) by quadrature on
     an adaptive grid beside L_k and the ELBO, KL(q || p) on the grid, the posterior mass at
     the grid's edge, and the effective sample size of k = 5000 importance weights."""
-    from iwae.estimators.posterior import effective_sample_size, grid_posterior, kl_q_p
-
     points = subset(x_test.shape[0], cfg.posterior_points).to(x_test.device)
     rows = []
     for i in points.tolist():
@@ -250,8 +248,6 @@ def latent_layers(model, x_test: Tensor, data, cfg: EvalConfig, gen) -> list[dic
     sampling (`snis_samples` samples), the active units among them, and how well they
     separate the labels (5-nearest-neighbour accuracy, a random half of the test points
     classifying the other)."""
-    from iwae.estimators.posterior import snis_means
-
     means = []
     for i in range(0, x_test.shape[0], 500):
         means.append(snis_means(model, x_test[i : i + 500], cfg.snis_samples, gen))
@@ -262,14 +258,13 @@ def latent_layers(model, x_test: Tensor, data, cfg: EvalConfig, gen) -> list[dic
         variance = mu.var(0, unbiased=False)
         entry = {"units": mu.shape[1], "active": int((variance > ACTIVE_THRESHOLD).sum())}
         if labels is not None:
-            entry["knn5_accuracy"] = knn_accuracy(mu, labels.to(mu.device), 5)
+            half = subset(mu.shape[0], mu.shape[0] // 2)  # the same reference points for every run
+            entry["knn5_accuracy"] = knn_accuracy(mu, labels.to(mu.device), half, 5)
         out.append(entry)
     return out
 
 
 def _read_json(path: Path) -> dict:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:

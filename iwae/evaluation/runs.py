@@ -25,7 +25,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from iwae.data import datasets
 from iwae.errors import UserError
+from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
+from iwae.models.store import load_model_file, model_of
+from iwae.plan.config import binarisation_seed
 
 
 @dataclass
@@ -60,8 +64,6 @@ class Run:
     def log_likelihood(self, x: Tensor, k: int = 5000, generator=None, condition: Tensor | None = None,
                        chunk: int | None = None) -> Tensor:  # fmt: skip
         """L_k per row of x (float64), the samples drawn in bounded chunks as evaluation does."""
-        from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
-
         generator = generator or torch.Generator(device=self.device).manual_seed(0)
         x = self._x(x)
         c = self._given(condition).get("condition")
@@ -83,10 +85,7 @@ class Run:
         """The run's test set, binarised once as its evaluation did (the seed its eval.json
         records; else the one it trained with, evaluation's default); from the prepared file
         it trained on, or `data`."""
-        from iwae.plan.config import binarisation_seed
-
         seed = binarisation_seed(self.config, self.eval) if seed is None else seed
-        from iwae.data import datasets
 
         path = Path(data or self.config["data"])
         if not path.is_absolute() and not path.exists():
@@ -101,8 +100,6 @@ class Run:
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:
     """A finished run from its directory (or its model.pt), on `device` ('cpu', 'cuda', ...)."""
-    from iwae.models.store import load_model_file, model_of
-
     path = Path(path)
     directory = path.parent if path.suffix == ".pt" else path
     if not directory.is_dir():

@@ -10,8 +10,9 @@ log importance weights) and trained by any backend (`iwae.backends`).
                     IWAER and IWAER_rec; `iwae.models.random_weights`), TrainConfig.random
 
 A new family is a module here with the same methods as `LayeredModel` (forward, log_weights,
-parameter_groups, initialize, posterior_means, sample, reconstruct, state, from_state) and an
-entry in FAMILIES; the autograd backend trains it without further code.
+parameter_groups, initialize, posterior_means, sample, reconstruct, state, from_state), its
+class in FAMILIES and its name in `iwae.plan.vocabulary.FAMILIES`, which the configuration reads;
+the autograd backend trains it without further code.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from iwae.models.layered import LayeredModel, LogWeights  # noqa: F401 (re-expor
 from iwae.models.random_weights import RandomWeightsModel
 from iwae.plan.architecture import Architecture
 
-FAMILIES = {"layered": LayeredModel, "aevb": AEVBModel, "random-weights": RandomWeightsModel}
+# the classes of the `family` option's names (iwae.plan.vocabulary.FAMILIES), each by its own name
+FAMILIES = {cls.family: cls for cls in (LayeredModel, AEVBModel)}
+# every family a model file may name: random weights are chosen by `random`, not `family`
+FILE_FAMILIES = {**FAMILIES, RandomWeightsModel.family: RandomWeightsModel}
 
 
 def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli", classes: int = 0):
@@ -44,6 +48,6 @@ def build(config, input_dim: int, device="cpu", likelihood: str = "bernoulli", c
 def from_state(state: dict, device="cpu"):
     """A model from its saved state (`model.state()`, as in model.pt)."""
     family = state.get("family", "layered")  # model files written before families existed
-    if family not in FAMILIES:
-        raise UserError(f"model family {family!r}: unknown; expected one of {', '.join(FAMILIES)}")
-    return FAMILIES[family].from_state(state, device)
+    if family not in FILE_FAMILIES:
+        raise UserError(f"model family {family!r}: unknown; expected one of {', '.join(FILE_FAMILIES)}")
+    return FILE_FAMILIES[family].from_state(state, device)

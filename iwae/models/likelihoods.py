@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from iwae.errors import UserError
+
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 MEAN_CLIP = 1e-3  # the official code clips the mean image before taking its logit
 
@@ -107,7 +109,7 @@ class Gaussian:
         return torch.cat([mean, log_scale]).cpu().numpy()
 
 
-LIKELIHOODS = {
+LIKELIHOODS = {  # by the names of iwae.plan.vocabulary.LIKELIHOODS
     "bernoulli": Bernoulli,
     "gaussian": lambda: Gaussian("identity", "log_sigma"),
     "gaussian-sigmoid": lambda: Gaussian("sigmoid", "log_var"),  # Kingma & Welling's Frey Face decoder
@@ -115,8 +117,6 @@ LIKELIHOODS = {
 
 
 def likelihood(name: str):
-    from iwae.errors import UserError
-
     if name not in LIKELIHOODS:
         raise UserError(f"likelihood {name!r}: unknown; expected one of {', '.join(LIKELIHOODS)}")
     return LIKELIHOODS[name]()

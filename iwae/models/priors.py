@@ -58,7 +58,7 @@ class ConditionalNormal:
         return self.gaussian.sample(out, generator)
 
 
-PRIORS = {"standard": StandardNormal, "label": ConditionalNormal}
+PRIORS = {"standard": StandardNormal, "label": ConditionalNormal}  # by the names of iwae.plan.vocabulary.PRIORS
 
 
 def prior(name: str):

@@ -32,15 +32,14 @@ from iwae.models.likelihoods import Bernoulli, Gaussian
 from iwae.models.nets import ParameterBuffer, glorot_uniform
 from iwae.models.priors import StandardNormal
 from iwae.plan.architecture import Architecture
-
-RANDOM = ("none", "encoder", "both")
+from iwae.plan.vocabulary import RANDOM_WEIGHTS_FAMILY
 
 
 class RandomWeightsModel:
     """One stochastic layer, tanh networks, Bernoulli output, N(0, I) prior; the weights of
     the recognition network (and, with random="both", of the generative one) random."""
 
-    family = "random-weights"
+    family = RANDOM_WEIGHTS_FAMILY
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from iwae.errors import UserError
+from iwae.models import from_state
 from iwae.system.files import write_torch
 
 FILE_FORMAT = 1  # of model files and checkpoints
@@ -60,8 +61,6 @@ def load_model(path: Path, device="cpu"):
 def model_of(state: dict, path: Path, device="cpu"):
     """The model of a loaded model file's state; a state that does not fit its own
     architecture (a parameter vector of the wrong size) is a one-line error naming `path`."""
-    from iwae.models import from_state
-
     try:
         return from_state(state["model"], device)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:

@@ -22,17 +22,17 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from iwae.errors import UserError
+from iwae.estimators.objectives import Objective, specs
 from iwae.plan.architecture import Architecture
+from iwae.plan.vocabulary import BACKENDS, FAMILIES, LIKELIHOODS, PRIORS, RANDOM_WEIGHTS, choices
 
 PAPER_EPOCHS = [3**i for i in range(8)]  # 1, 3, ..., 2187: 3,280 epochs in 8 stages
 OPTIMIZERS = ("adam", "adam-official", "adagrad")
-BACKENDS = ("auto", "fused", "autograd")
-FAMILIES = ("layered", "aevb")  # chosen by `family` (random weights by `random`)
-LIKELIHOODS = ("auto", "bernoulli", "gaussian", "gaussian-sigmoid")
 SAMPLING = ("epochs", "replacement")
 TRAIN_SPLITS = ("train", "train+valid")
-RANDOM_WEIGHTS = {"none": "IWAE", "encoder": "IWAER_rec", "both": "IWAER"}  # seed 001's names of `random`
 REDUCTIONS = ("mean", "sum")
 # The seed of the one-off binarisation of the test (and validation) points: evaluation's
 # `seed`, which the workflow also hands to training (`eval_seed`) for the learning-curve and
@@ -124,12 +124,7 @@ class TrainConfig(_Options):
     KIND: typing.ClassVar[str] = "training"
 
     data: str = _opt("", "prepared dataset (.npz) written by `iwae prepare`")
-    family: str = _opt(
-        "layered",
-        "model family: 'layered' (Burda et al.'s) or 'aevb' (Kingma & Welling's: log-variance heads, N(0, 0.01^2) "
-        "initialisation, one hidden layer, e.g. layers '500-20')",
-        fingerprint="unless-default",
-    )
+    family: str = _opt("layered", f"model family: {choices(FAMILIES)}", fingerprint="unless-default")
     layers: str = _opt("1", "stochastic layers: 1 or 2 (the paper's), or a spec like '200-200-100/100-100-50'")
     condition: str = _opt(
         "none",
@@ -137,24 +132,16 @@ class TrainConfig(_Options):
         "of p(x | y) (nbip's conditional IWAE); 'none'",
         fingerprint="unless-default",
     )
-    prior: str = _opt(
-        "standard",
-        "prior of the top layer: 'standard' N(0, I) (paper) or 'label' (N(mu(y), sigma(y)^2) from a 10-200-200 "
-        "network of the label; needs condition 'label')",
-        fingerprint="unless-default",
-    )
+    prior: str = _opt("standard", f"prior of the top layer: {choices(PRIORS)}", fingerprint="unless-default")
     likelihood: str = _opt(
         "auto",
         "observation model: 'auto' (the dataset's: Bernoulli for binary images, Gaussian with sigmoid means and "
-        "per-pixel log variance for continuous ones), 'bernoulli', 'gaussian' or 'gaussian-sigmoid'",
+        f"per-pixel log variance for continuous ones), {choices(LIKELIHOODS)}",
         fingerprint="unless-default",
     )
-    objective: str = _opt("iwae", "vae, iwae, miwae-m<M>, piwae-m<M>, ciwae-b<beta>, stl or dreg")
+    objective: str = _opt("iwae", f"the objective (iwae.estimators.objectives): {specs()}")
     k: int = _opt(1, "samples per data point")
     seed: int = _opt(1, "seed of the run's random stream (initialisation, shuffling, binarisation, samples)")
-    variant: str | None = _opt(
-        None, "the name of the run's protocol variant in its experiment (a grid's `variants:`); recorded", record=True
-    )
     variant: str | None = _opt(
         None, "the name of the run's protocol variant in its experiment (a grid's `variants:`); recorded", record=True
     )
@@ -244,15 +231,11 @@ class TrainConfig(_Options):
         None, "a finished run's model.pt to continue from, parameters and optimizer state (two-stage runs)"
     )
     backend: str = _opt(
-        "auto",
-        "how gradients are computed: 'fused' (hand-written, Burda et al.'s model only), 'autograd', "
-        "or 'auto' (fused where it applies); the same gradients either way",
-        runtime=True,
+        "auto", f"how gradients are computed: {choices(BACKENDS)}; the same gradients either way", runtime=True
     )
     random: str = _opt(
         "none",
-        "random network weights, q(w) = N(m, exp(s)^2) per weight (seed 001): 'both' (IWAER), 'encoder' "
-        "(IWAER_rec) or 'none' (the paper's model)",
+        f"random network weights, q(w) = N(m, exp(s)^2) per weight (seed 001): {choices(RANDOM_WEIGHTS)}",
         fingerprint="unless-default",
     )
     weight_log_sigma_init: float = _opt(
@@ -307,8 +290,6 @@ class TrainConfig(_Options):
         self.validate()
 
     def validate(self) -> None:
-        from iwae.estimators.objectives import Objective
-
         need = self._need
         need(isinstance(self.official_code, bool), "official_code", "must be true or false")
         if self.official_code:
@@ -354,7 +335,7 @@ class TrainConfig(_Options):
         if self.reduction == "sum":
             need(self.weight_prior == "none", "reduction", "is built for the paper's objective, not MAP training")
         need(self.family in FAMILIES, "family", f"must be one of {', '.join(FAMILIES)}")
-        need(self.likelihood in LIKELIHOODS, "likelihood", f"must be one of {', '.join(LIKELIHOODS)}")
+        need(self.likelihood in ("auto", *LIKELIHOODS), "likelihood", f"must be one of auto, {', '.join(LIKELIHOODS)}")
         need(self.sampling in SAMPLING, "sampling", f"must be one of {', '.join(SAMPLING)}")
         need(self.weight_prior in ("none", "normal"), "weight_prior", "must be 'none' or 'normal'")
         need(isinstance(self.grey_levels, bool), "grey_levels", "must be true or false")
@@ -369,7 +350,7 @@ class TrainConfig(_Options):
         for key in ("curve_per_decade", "curve_ml_points"):
             need(isinstance(getattr(self, key), int) and getattr(self, key) >= 0, key, "must be 0 or more")
         need(self.condition in ("none", "label"), "condition", "must be 'none' or 'label'")
-        need(self.prior in ("standard", "label"), "prior", "must be 'standard' or 'label'")
+        need(self.prior in PRIORS, "prior", f"must be {' or '.join(map(repr, PRIORS))}")
         if self.prior == "label":
             need(self.condition == "label", "prior", "needs condition 'label'")
         if self.condition != "none":
@@ -495,7 +476,7 @@ class EvalConfig(_Options):
     seed: int = _opt(BINARISATION_SEED, "seed of the test set's one-off binarisation and of the samples")
     batch: int = _opt(20, "test points per pass (the official code: 20)")
     chunk: int | None = _opt(None, "samples per point per pass; none: by device", runtime=True)
-    backend: str = _opt("auto", "'fused', 'autograd' or 'auto': the forward pass used (the same values)", runtime=True)
+    backend: str = _opt("auto", f"the forward pass used: {choices(BACKENDS)}; the same values", runtime=True)
     device: str = _opt("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:N'", runtime=True)
     threads: int | None = _opt(None, "CPU threads; none: PyTorch's choice", runtime=True)
     samples_figure: bool = _opt(True, "draw samples and reconstructions of every run", workflow=True)
@@ -531,8 +512,6 @@ def binarisation_seed(config: dict, evaluation: dict | None = None) -> int:
 def duplicate_keys(text: str) -> list[str]:
     """Keys a YAML document gives twice in one mapping ('line N: key'), which YAML readers
     accept silently, keeping the last value only."""
-    import yaml
-
     found = []
 
     class Loader(yaml.SafeLoader):

@@ -28,8 +28,8 @@ from typing import Any
 from iwae.data import catalogue
 from iwae.errors import UserError
 from iwae.estimators.objectives import Objective
-from iwae.plan import figures, findings, layouts
-from iwae.plan.architecture import Architecture
+from iwae.plan import figures, findings, layouts, paths
+from iwae.plan.architecture import NAMED, Architecture
 from iwae.plan.config import BINARISATION_SEED, EvalConfig, TrainConfig
 from iwae.plan.references import SOURCES
 
@@ -41,8 +41,6 @@ def default_title(experiment: str) -> str:
 
 def layers_tag(layers: int | str) -> str:
     """1 -> '1l'; a named architecture as its name; a spec '200-200-50' -> 'L200x200x50'."""
-    from iwae.plan.architecture import NAMED
-
     text = str(layers)
     if text.isdigit():
         return f"{text}l"
@@ -223,7 +221,7 @@ def check_pack_setting(value) -> None:
         )
 
 
-RESERVED_DIRS = ("results/data", "results/published")  # prepared datasets; the README's published results
+RESERVED_DIRS = (paths.DATA, paths.PUBLISHED)  # prepared datasets; the README's published results
 
 
 def check_results_dir(value) -> str:
@@ -240,7 +238,7 @@ def check_results_dir(value) -> str:
 class Plan:
     experiments: dict[str, Experiment]
     selected: list[str]
-    results: str = "results/paper"  # where this configuration's runs, tables and figures go
+    results: str = paths.RESULTS  # where this configuration's runs, tables and figures go
 
     @property
     def runs(self) -> dict[tuple[str, str], PlannedRun]:
@@ -288,7 +286,7 @@ class Plan:
         plan = cls(
             experiments,
             list(config.get("run_experiments", [])),
-            check_results_dir(config.get("results", "results/paper")),
+            check_results_dir(config.get("results", paths.RESULTS)),
         )
         for exp in experiments.values():  # a second stage continues the run that fills a shared cell
             exp.runs = [_continuing(run, experiments) for run in exp.runs]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from iwae.data import catalogue
 from iwae.plan.architecture import Architecture
 
 # Burda et al. (2016), Table 1: test NLL (k = 5000) and active units ("16+5": layer 1 + 2).
@@ -106,8 +107,6 @@ def nbip_reference(architecture: str, objective: str, k: int, condition: str, pr
 def reference_dataset(dataset: str) -> tuple[str, bool]:
     """The paper's dataset this dataset's published values belong to, and whether it is the
     same data (the catalogue's entry says)."""
-    from iwae.data import catalogue
-
     entry = catalogue.CATALOGUE.get(dataset)
     return (entry.reference, entry.caveat is None) if entry else (dataset, True)
 

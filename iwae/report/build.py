@@ -17,6 +17,7 @@ from iwae.plan import figures as kinds
 from iwae.plan import layouts
 from iwae.plan.experiments import default_title
 from iwae.report import document, figures, followups, model_figures, records, tables
+from iwae.report import findings as judged
 from iwae.system.files import atomic_path, write_text
 
 # layout -> (runs' frame, reference source) -> (our table, ours beside the published values)
@@ -62,8 +63,6 @@ def table(experiment: str, layout: str, evals: list[Path], out_dir: Path, title:
 def findings(experiment: str, evals: list[Path], out_dir: Path, title: str | None = None,
              source: str = "paper", root: Path | None = None) -> None:  # fmt: skip
     """The experiment's findings (`iwae.plan.findings`), each judged from its runs' records."""
-    from iwae.report import findings as judged
-
     t = judged.table(judged.with_first_stages(_runs(evals, experiment, root)), experiment, source)
     t.write(Path(out_dir) / f"{experiment}_findings", f"{title or default_title(experiment)}: the findings, judged")
 

@@ -1,4 +1,4 @@
-"""results/report.tex: every table and figure of the built experiments in one document,
+"""<results>/report.tex: every table and figure of the built experiments in one document,
 compiled to PDF when pdflatex or tectonic is on PATH."""
 
 from __future__ import annotations

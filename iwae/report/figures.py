@@ -22,6 +22,8 @@ from pathlib import Path
 
 import matplotlib
 
+from iwae.plan.vocabulary import RANDOM_WEIGHTS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -134,8 +136,6 @@ def _read_log(path: Path) -> tuple[list[int], list[float], list[tuple[int, float
 
 def _method(r) -> str:
     """How a run is named in a legend: its objective, and its random weights if any."""
-    from iwae.plan.config import RANDOM_WEIGHTS
-
     name = objective_label(r.objective)
     random = getattr(r, "random", "none")
     return RANDOM_WEIGHTS[random] if random != "none" else name

@@ -28,6 +28,7 @@ import pandas as pd
 from iwae.estimators.objectives import label as objective_label
 from iwae.plan import findings as registry
 from iwae.plan import references
+from iwae.report import records
 from iwae.report.records import cells, load_record, row
 from iwae.report.render import DASH, Table
 
@@ -306,8 +307,6 @@ def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
 
 def frame(evals: list[Path], experiment: str) -> pd.DataFrame:
     """The experiment's runs as table cells, second stages with their first stage's row."""
-    from iwae.report import records
-
     return with_first_stages(cells(records.frame(evals, experiment)))
 
 

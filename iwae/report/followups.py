@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from iwae.data import catalogue
 from iwae.estimators.objectives import label as objective_label
 from iwae.plan import references
+from iwae.plan.vocabulary import RANDOM_WEIGHTS
 from iwae.report.render import DASH, Table, number
 from iwae.report.tables import protocol_notes
 
@@ -25,9 +27,6 @@ def random_weights(df: pd.DataFrame) -> tuple[Table, Table]:
     """Seed 001's Table 1: test log-likelihood of IWAE, IWAER_rec and IWAER per dataset, ours
     beside theirs, and each method's difference to IWAE paired on the same test points (the
     runs of one seed against the IWAE run of that seed)."""
-    import numpy as np
-
-    from iwae.plan.config import RANDOM_WEIGHTS
 
     rows, cmp_rows, any_proxy = [], [], False
     for dataset in dict.fromkeys(df["dataset"]):
@@ -194,8 +193,6 @@ def _mixture_gain(record: dict, run, df: pd.DataFrame) -> str:
     twin (same dataset, architecture, objective, k and seed), paired on the mixture's test
     points, which are among the twin's whenever it was evaluated on at least as many, from
     the same test set, binarised with the same seed and with the same k."""
-    import numpy as np
-
     from iwae.data.datasets import subset
 
     twin = df[(df["condition"] == "none") & (df["dataset"] == run.dataset) & (df["architecture"] == run.architecture)

@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from iwae.errors import UserError  # noqa: E402
 from iwae.plan.config import binarisation_seed  # noqa: E402  (test images as evaluation binarised them)
+from iwae.plan.vocabulary import RANDOM_WEIGHTS  # noqa: E402
 from iwae.report.figures import save  # noqa: E402
 
 
@@ -146,7 +147,6 @@ def weights(model_paths: list[Path], stem: Path) -> list[Path]:
     """Per random layer, histograms of log10 sigma and of log10 |m| / sigma, one colour per
     run's method (seed 001's IWAER and IWAER_rec)."""
     from iwae.models.store import load_model
-    from iwae.plan.config import RANDOM_WEIGHTS
 
     runs = []
     for path in model_paths:
@@ -288,7 +288,7 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
                        label=str(digit))  # fmt: skip
         explained = (sv[:2].square().sum() / sv.square().sum()).item() if mu.shape[1] > 2 else 1.0
         ax.set_title(f"layer {j + 1} ({mu.shape[1]} units): {explained:.0%} of the variance; "
-                     f"5-NN accuracy {knn_accuracy(mu, labels, 5):.2f}", fontsize=8)  # fmt: skip
+                     f"5-NN accuracy {knn_accuracy(mu, labels, subset(len(mu), len(mu) // 2), 5):.2f}", fontsize=8)  # fmt: skip
         ax.set_xlabel("first principal component" if mu.shape[1] > 2 else "z_1")
         ax.set_ylabel("second principal component" if mu.shape[1] > 2 else "z_2")
     axes[0][-1].legend(markerscale=4, fontsize=7, title="label")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from iwae.data.sources import file_digest
 from iwae.errors import UserError
+from iwae.plan.paths import run_dir
+from iwae.report import build
 from iwae.system.files import write_text
 
 EXPERIMENTS = "experiments.json"
@@ -53,10 +55,10 @@ def publish(results: Path, out: Path, spec: dict, models: bool = False) -> Path:
         for path in sorted((results / "figures").rglob("*.png")):
             _copy(path, staging / "figures" / path.relative_to(results / "figures"))
         for experiment, run in _runs(spec):
-            source = results / "runs" / experiment / run
+            source = Path(run_dir(str(results), experiment, run))
             for name in RECORDS + (("model.pt",) if models else ()):
                 if (source / name).is_file():
-                    _copy(source / name, staging / "runs" / experiment / run / name)
+                    _copy(source / name, Path(run_dir(str(staging), experiment, run), name))
             if not (source / "eval.json").is_file():
                 raise UserError(f"{source}: no eval.json; publish after the workflow has evaluated every run")
         write_text(staging / EXPERIMENTS, json.dumps(spec, indent=1, sort_keys=True) + "\n")
@@ -90,8 +92,6 @@ def _runs(spec: dict) -> list[tuple[str, str]]:
 def rebuild(root: Path, out: Path) -> list[Path]:
     """Every table, comparison, findings table and the summary of a published folder, built
     again from its run records into `out`/tables; returns the files written."""
-    from iwae.report import build
-
     root, out = Path(root), Path(out)
     try:
         spec = json.loads((root / EXPERIMENTS).read_text())
@@ -101,11 +101,11 @@ def rebuild(root: Path, out: Path) -> list[Path]:
     tables = out / "tables"
     before = set(tables.rglob("*")) if tables.exists() else set()
     for name, exp in experiments.items():
-        evals = [root / "runs" / name / run / "eval.json" for run in exp["runs"]]
+        evals = [Path(run_dir(str(root), name, run), "eval.json") for run in exp["runs"]]
         build.table(name, exp["layout"], evals, tables, exp["title"], exp["reference"], root=root)
         if exp.get("findings"):
             build.findings(name, evals, tables, exp["title"], exp["reference"], root=root)
-    summary = [root / "runs" / e / r / "eval.json" for e, r in spec.get("summary", [])]
+    summary = [Path(run_dir(str(root), e, r), "eval.json") for e, r in spec.get("summary", [])]
     if summary:
         build.summary(summary, tables / "summary.csv", tables / "summary.md")
     return sorted(p for p in tables.rglob("*") if p.is_file() and p not in before)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from iwae.errors import UserError
 from iwae.plan.architecture import Architecture
+from iwae.plan.paths import RUNS
 
 COLUMNS = [
     "experiment", "run", "dataset", "dataset_label", "layers", "architecture", "objective", "k", "seed",
@@ -166,8 +167,8 @@ def relocated(path: str | Path, root: Path) -> Path:
     if path.exists():
         return path
     parts = path.parts
-    if "runs" in parts:
-        i = len(parts) - 1 - parts[::-1].index("runs")
+    if RUNS in parts:
+        i = len(parts) - 1 - parts[::-1].index(RUNS)
         moved = Path(root, *parts[i:])
         if moved.exists() or moved.with_name("eval.json").exists():
             return moved

@@ -8,9 +8,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 
 from tabulate import tabulate
+
+from iwae.system.files import write_text
 
 TABLE_BEGIN = "% --- table begins ---"
 TABLE_END = "% --- table ends ---"
@@ -48,8 +51,6 @@ class Table:
     def html(self, title: str = "") -> str:
         """A page of its own (Snakemake's report shows it): the same header groups, rows and
         notes as the LaTeX and Markdown renderings."""
-        from html import escape
-
         head = []
         for group in self.groups:
             cells = "".join(
@@ -115,8 +116,6 @@ class Table:
         return "\n".join(preamble + block + [r"\end{document}", ""])
 
     def write(self, stem: Path, title: str = "") -> None:
-        from iwae.system.files import write_text
-
         write_text(Path(f"{stem}.tex"), self.latex())
         write_text(Path(f"{stem}.md"), self.markdown(title))
         write_text(Path(f"{stem}.html"), self.html(title))

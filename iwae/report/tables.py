@@ -22,7 +22,9 @@ from iwae.data import catalogue
 from iwae.errors import UserError
 from iwae.estimators.objectives import label as objective_label
 from iwae.plan import references
+from iwae.plan.architecture import ARCHITECTURES
 from iwae.report.records import aggregate, load_record
+from iwae.report.records import row as record_row
 from iwae.report.render import DASH, Table, number
 
 
@@ -109,8 +111,6 @@ def _training_subset(df: pd.DataFrame) -> str:
 def _model_notes(df: pd.DataFrame) -> list[str]:
     """What a table's layer counts and objectives leave unsaid: architectures other than the
     paper's, and models given the label."""
-    from iwae.plan.architecture import ARCHITECTURES
-
     notes = []
     specs = df["architecture"] if "architecture" in df.columns else [ARCHITECTURES[n].spec() for n in df["layers"]]
     other = sorted({a for a, n in zip(specs, df["layers"]) if n not in ARCHITECTURES or a != ARCHITECTURES[n].spec()})
@@ -200,7 +200,6 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
     df = _by_variant(df)
     keys = ["dataset", "layers", "architecture", "objective", "k", "condition", "prior"]
     agg = aggregate(df.assign(condition=df["condition"].fillna("none"), prior=df["prior"].fillna("standard")), keys)
-    from iwae.plan.architecture import ARCHITECTURES
 
     rows, any_proxy, cited = [], False, [source]
     for c in agg.itertuples():
@@ -326,13 +325,11 @@ def bounds(df: pd.DataFrame) -> tuple[Table, Table]:
 
 def first_stage_rows(df_second: pd.DataFrame) -> dict[str, dict]:
     """The eval record of each second-stage run's first stage, found through init_from."""
-    from iwae.report.records import row
-
     out = {}
     for r in df_second.itertuples():
         path = Path(r.init_from).parent / "eval.json"
         load_record(path)  # a clear error if the first stage was never evaluated
-        out[r.run] = row(path)
+        out[r.run] = record_row(path)
     return out
 
 

@@ -22,15 +22,18 @@ from __future__ import annotations
 import json
 import math
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from iwae.data.sources import file_digest
 from iwae.errors import UserError
+from iwae.plan.paths import RUNS
+from iwae.report import publish
+from iwae.report.publish import MANIFEST
 
 SAME_MACHINE_TOL = 1e-4 + 1e-9  # the record's rounding (4 decimals)
 OTHER_MACHINE_TOL = 1e-2  # nats per point: other kernels, other sums
-MANIFEST = "SHA256SUMS"
 
 
 @dataclass
@@ -78,13 +81,9 @@ def check_manifest(root: Path, outcome: Outcome) -> None:
 
 
 def check_tables(root: Path, outcome: Outcome) -> None:
-    from iwae.report import publish
-
     if not (root / publish.EXPERIMENTS).is_file():
         outcome.say(f"tables: no {publish.EXPERIMENTS} in {root}: not rebuilt")
         return
-    import tempfile
-
     with tempfile.TemporaryDirectory() as tmp:
         built = publish.rebuild(root, Path(tmp))
         for path in built:
@@ -98,7 +97,7 @@ def check_tables(root: Path, outcome: Outcome) -> None:
 
 
 def runs_in(root: Path) -> list[Path]:
-    return sorted(p.parent for p in root.glob("runs/*/*/eval.json"))
+    return sorted(p.parent for p in root.glob(f"{RUNS}/*/*/eval.json"))
 
 
 def check_numbers(root: Path, outcome: Outcome, points: int, data_dir: Path, device: str, threads: int | None) -> None:

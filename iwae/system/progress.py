@@ -32,6 +32,7 @@ class Progress:
         if self.enabled and self._shown:
             self.stream.write("\n")
             self.stream.flush()
+            self._shown = False
 
 
 def _hms(seconds: float) -> str:

@@ -1,16 +1,17 @@
 """What happens as a run trains, besides the protocol itself: each a callback the trainer calls
-at fixed moments (minGPT's trainer callbacks are the model), in the order it holds them.
+at fixed moments, in the order it holds them (minGPT's trainer callbacks are the model).
 
-    Checkpoints    saves the run inside long stages, at every stage's end and when a stop is
-                   requested (then stops the run); the trainer resumes from them
     TrainingLog    train_log.csv, rewritten at most every LOG_SECONDS, at checkpoints and at the end
     Validation     L_k on validation points every `valid_every` epochs, in the log's valid_bound
     StageSnapshots the parameters at the start and after every stage (`snapshot_stages`)
     ProgressReport the progress bar, or a line per stage
 The learning curve against samples seen is one too (`iwae.training.curves.LearningCurve`).
+Checkpoints and stop requests are not callbacks: they are the protocol's (`iwae.training.loop`).
 
-A callback may keep state that a checkpoint must carry (`state`, `restore`). The trainer is
-passed to each call, never kept, so that no reference cycle outlives a run.
+The contract is small. A callback is made from the built run (`iwae.training.run`), taking
+what it reads; each call then gets a `View` of where the run is, never the trainer. A
+callback may keep state that a checkpoint carries (`state`, `restore`), and may name the steps
+after which it must see the run (`pauses`: graphed steps pause there for the host).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import csv
 import io
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,89 +35,77 @@ LOG_SECONDS = 5.0  # train_log.csv is written at most this often (and at every c
 LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "valid_bound"]
 
 
+@dataclass(frozen=True)
+class View:
+    """What a callback sees of a run in progress."""
+
+    stage: int  # the stage, from 0
+    epoch: int  # the epoch within the stage, from 0
+    step: int  # steps done in this epoch
+    epochs_done: int  # epochs finished over the run
+    steps_done: int  # steps taken over the run
+    log: list[dict]  # train_log.csv's rows so far (to read, not to change)
+
+
 class Callback:
-    def start(self, trainer, checkpoint: dict | None) -> None:
-        """The run starts, from `checkpoint` (a resume) or from its initialisation (None)."""
+    pauses: tuple[int, ...] = ()  # steps of the run after which `after_steps` must see the run
 
-    def after_steps(self, trainer, stage: int, epoch: int, step: int) -> None:
-        """After a step, or a replay of a graph of steps: `step` steps of this epoch are done."""
+    def start(self, resumed: bool) -> None:
+        """The run starts, from a checkpoint (`resumed`) or from its initialisation."""
 
-    def log_row(self, trainer, row: dict) -> None:
+    def after_steps(self, view: View) -> None:
+        """After a step, or a replay of a graph of steps."""
+
+    def log_row(self, view: View, row: dict) -> None:
         """An epoch's row of train_log.csv is being made; a callback may fill its columns."""
 
-    def after_epoch(self, trainer, stage: int, epoch: int, last_of_stage: bool) -> None:
-        """After an epoch and its log row; the trainer's position is the next epoch's."""
+    def after_epoch(self, view: View, last_of_stage: bool) -> None:
+        """After an epoch and its log row."""
 
-    def after_stage(self, trainer, stage: int) -> None:
+    def after_stage(self, view: View) -> None:
         pass
 
-    def after_checkpoint(self, trainer) -> None:
+    def after_checkpoint(self, view: View) -> None:
         pass
 
-    def finish(self, trainer, record: dict) -> None:
+    def finish(self, view: View, record: dict) -> None:
         """The run has finished: write what is left; `record` is train.json's."""
 
     def state(self) -> dict:
         """What a checkpoint keeps of this callback."""
         return {}
 
-    def restore(self, checkpoint: dict) -> None:
-        pass
+    def restore(self, kept: dict) -> None:
+        """Take back what `state` gave a checkpoint (`kept`: every callback's entries)."""
 
-
-class Checkpoints(Callback):
-    """Checkpoints at least every `checkpoint_minutes` (mid-epoch only where the steps may
-    read the device: eager steps), at every stage's end, and when a stop is requested; after
-    the latter the run stops with Interrupted, to be resumed by the same command."""
-
-    def start(self, trainer, checkpoint):
-        self.last = time.monotonic()
-
-    def due(self, trainer) -> bool:
-        return time.monotonic() - self.last > trainer.cfg.checkpoint_minutes * 60
-
-    def after_steps(self, trainer, stage, epoch, step):
-        due = trainer.steps.may_sync and step < trainer.n_batches and self.due(trainer)
-        if trainer.stop.requested or due:
-            if not math.isfinite(trainer.steps.total.item()):
-                raise trainer.diverged("objective", stage, epoch)
-            trainer.save_checkpoint((stage, epoch), step)
-            self.last = time.monotonic()
-            if trainer.stop.requested:
-                raise trainer.interrupted(stage, epoch)
-
-    def after_epoch(self, trainer, stage, epoch, last_of_stage):
-        if last_of_stage or self.due(trainer) or trainer.stop.requested:
-            trainer.save_checkpoint((stage, epoch))
-            self.last = time.monotonic()
-            if trainer.stop.requested:
-                raise trainer.interrupted(stage, epoch)
+    def close(self) -> None:
+        """The run is over, finished or not."""
 
 
 class TrainingLog(Callback):
-    """train_log.csv: one row per epoch (the trainer's log), rewritten whole."""
+    """train_log.csv: one row per epoch (the run's log), rewritten whole."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, total_epochs: int):
+        self.path, self.total_epochs = path, total_epochs
 
-    def start(self, trainer, checkpoint):
+    def start(self, resumed):
         self.written = -math.inf
 
-    def after_epoch(self, trainer, stage, epoch, last_of_stage):
-        if time.monotonic() - self.written > LOG_SECONDS or trainer.done_epochs == trainer.cfg.total_epochs:
-            self.write(trainer)  # not after every short epoch
+    def after_epoch(self, view, last_of_stage):
+        if time.monotonic() - self.written > LOG_SECONDS or view.epochs_done == self.total_epochs:
+            self.write(view.log)  # not after every short epoch
 
-    def after_checkpoint(self, trainer):
-        self.write(trainer)
+    def after_checkpoint(self, view):
+        self.write(view.log)
 
-    def finish(self, trainer, record):
-        self.write(trainer)
+    def finish(self, view, record):
+        self.write(view.log)
 
-    def write(self, trainer) -> None:
+    def write(self, log: list[dict]) -> None:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, LOG_COLUMNS)
         writer.writeheader()
-        writer.writerows(trainer.log)
+        writer.writerows(log)
         write_text(self.path, buf.getvalue())
         self.written = time.monotonic()
 
@@ -123,26 +113,27 @@ class TrainingLog(Callback):
 class Validation(Callback):
     """The mean L_k (`valid_k`) over validation points, every `valid_every` epochs and at the
     end: the log's valid_bound. The points are binarised once, as the test set is in
-    evaluation (its seed, `eval_seed`; a CPU stream), a random subset if asked; each estimate draws from a
-    stream of its own (seeded by the run and the epoch), so that neither training nor
-    resumption sees it."""
+    evaluation (its seed, `eval_seed`; a CPU stream), a random subset if asked; each estimate
+    draws from a stream of its own (seeded by the run and the epoch), so that neither training
+    nor resumption sees it."""
 
-    def __init__(self, trainer):
-        x = trainer.data.valid
-        if trainer.binarize:
-            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(trainer.cfg.eval_seed)).to(trainer.device)
-        chosen = subset(x.shape[0], trainer.cfg.valid_points).to(trainer.device)
+    def __init__(self, run):
+        cfg = self.cfg = run.cfg
+        x = run.data.valid
+        if run.binarize:
+            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(cfg.eval_seed)).to(run.device)
+        chosen = subset(x.shape[0], cfg.valid_points).to(run.device)
         self.x = x[chosen]
-        self.condition = trainer.data.one_hot_labels("valid")[chosen] if trainer.c is not None else None
+        self.condition = run.data.one_hot_labels("valid")[chosen] if run.c is not None else None
+        self.backend, self.device = run.backend, run.device
 
-    def log_row(self, trainer, row):
-        cfg, done = trainer.cfg, trainer.done_epochs
+    def log_row(self, view, row):
+        cfg, done = self.cfg, view.epochs_done
         if done % cfg.valid_every == 0 or done == cfg.total_epochs:
-            gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 100_003 + done)
+            gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 100_003 + done)
             ll = dataset_log_likelihood(
-                trainer.backend, self.x, cfg.valid_k, gen, 20, default_chunk(trainer.device, 20),
-                condition=self.condition,
-            )  # fmt: skip
+                self.backend, self.x, cfg.valid_k, gen, 20, default_chunk(self.device, 20), condition=self.condition
+            )
             row["valid_bound"] = ll.mean().item()
 
 
@@ -150,42 +141,43 @@ class StageSnapshots(Callback):
     """The parameters at the start and after every stage (for the figure of prior samples as
     training goes), kept in the checkpoints and the model file."""
 
-    def start(self, trainer, checkpoint):
-        if checkpoint is None:
-            self.snapshots = [self.snapshot(trainer, 0)]
+    def __init__(self, params: torch.Tensor):
+        self.params = params
 
-    def after_epoch(self, trainer, stage, epoch, last_of_stage):
+    def start(self, resumed):
+        if not resumed:
+            self.snapshots = [self.snapshot(0)]
+
+    def after_epoch(self, view, last_of_stage):
         if last_of_stage:
-            self.snapshots.append(self.snapshot(trainer, trainer.done_epochs))
+            self.snapshots.append(self.snapshot(view.epochs_done))
 
-    @staticmethod
-    def snapshot(trainer, epoch: int) -> dict:
-        return {"epoch": epoch, "params": trainer.model.buffer.data.cpu().clone()}
+    def snapshot(self, epoch: int) -> dict:
+        return {"epoch": epoch, "params": self.params.cpu().clone()}
 
     def state(self):
         return {"snapshots": self.snapshots}
 
-    def restore(self, checkpoint):
-        self.snapshots = checkpoint.get("snapshots")
+    def restore(self, kept):
+        self.snapshots = kept.get("snapshots")
 
 
 class ProgressReport(Callback):
     """A progress bar over epochs where one is shown, else a line per stage."""
 
-    def __init__(self, trainer, enabled: bool | None):
-        self.bar = Progress(trainer.cfg.total_epochs, trainer.run_name, enabled=enabled)
+    def __init__(self, name: str, epochs_per_stage: list[int], say, enabled: bool | None):
+        self.name, self.stages, self.say = name, len(epochs_per_stage), say
+        self.bar = Progress(sum(epochs_per_stage), name, enabled=enabled)
 
-    def after_epoch(self, trainer, stage, epoch, last_of_stage):
-        objective = trainer.log[-1]["objective"]
+    def after_epoch(self, view, last_of_stage):
         self.bar.update(
-            trainer.done_epochs, f"stage {stage + 1}/{len(trainer.cfg.epochs_per_stage)} objective {objective:.2f}"
+            view.epochs_done, f"stage {view.stage + 1}/{self.stages} objective {view.log[-1]['objective']:.2f}"
         )
 
-    def after_stage(self, trainer, stage):
+    def after_stage(self, view):
         if not self.bar.enabled:
-            stages = len(trainer.cfg.epochs_per_stage)
-            trainer.say(
-                f"{trainer.run_name}: stage {stage + 1}/{stages} done, objective {trainer.log[-1]['objective']:.3f}"
+            self.say(
+                f"{self.name}: stage {view.stage + 1}/{self.stages} done, objective {view.log[-1]['objective']:.3f}"
             )
 
     def close(self) -> None:

@@ -44,60 +44,61 @@ def curve_steps(total_steps: int, batch: int, per_decade: int) -> list[int]:
 
 
 class LearningCurve(Callback):
-    """The curve's points, computed as the run passes them (`after_steps`), kept in its
-    checkpoints and written to curve.csv as the run goes and at its end."""
+    """The curve's points, computed as the run passes them (`after_steps`; graphed steps pause
+    there), kept in its checkpoints and written to curve.csv as the run goes and at its end."""
 
-    def __init__(self, trainer):
-        cfg = trainer.cfg
-        self.due_steps = set(curve_steps(cfg.total_epochs * trainer.n_batches, cfg.batch_size, cfg.curve_per_decade))
-        self.stops = sorted(self.due_steps)  # where graphed steps pause for the host
+    def __init__(self, run):
+        cfg = self.cfg = run.cfg
+        self.n_batches = run.n_batches
+        self.due_steps = set(curve_steps(cfg.total_epochs * run.n_batches, cfg.batch_size, cfg.curve_per_decade))
+        self.pauses = tuple(sorted(self.due_steps))
         bits = torch.Generator().manual_seed(cfg.eval_seed)
-        self.x_train = datasets.binarize(trainer.x.cpu(), bits).to(trainer.device) if trainer.binarize else trainer.x
-        self.x_test = trainer.data.binarized_test(cfg.eval_seed, not trainer.binarize)
+        self.x_train = datasets.binarize(run.x.cpu(), bits).to(run.device) if run.binarize else run.x
+        self.x_test = run.data.binarized_test(cfg.eval_seed, not run.binarize)
         n = cfg.curve_ml_points
-        self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(trainer.device)] if n else None
-        self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(trainer.device)] if n else None
+        self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(run.device)] if n else None
+        self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(run.device)] if n else None
+        self.model, self.backend, self.objective, self.device = run.model, run.backend, run.objective, run.device
         self.rows: list[dict] = []
-        self.path = trainer.out_dir / "curve.csv"
+        self.path = run.out_dir / "curve.csv"
 
-    def after_steps(self, trainer, stage, epoch, step):
-        done = trainer.done_epochs * trainer.n_batches + step  # steps of the whole run so far
-        if done in self.due_steps:
-            self.point(trainer, done, trainer.done_epochs + step / trainer.n_batches)
+    def after_steps(self, view):
+        if view.steps_done in self.due_steps:
+            self.point(view.steps_done, view.epochs_done + view.step / self.n_batches)
 
     def state(self):
         return {"curve": self.rows}
 
-    def restore(self, checkpoint):
-        self.rows = list(checkpoint.get("curve", []))
+    def restore(self, kept):
+        self.rows = list(kept.get("curve", []))
 
-    def finish(self, trainer, record):
+    def finish(self, view, record):
         write(self.path, self.rows)
         record["curve"] = self.rows
 
     @torch.no_grad()
-    def bound(self, trainer, x: torch.Tensor, generator) -> float:
+    def bound(self, x: torch.Tensor, generator) -> float:
         """The run's objective's bound, averaged over the rows of x."""
-        k, objective = trainer.cfg.k, trainer.objective
+        k, objective = self.cfg.k, self.objective
         batch = max(1, 20_000 // k)
         total = 0.0
         for i in range(0, x.shape[0], batch):
-            fp = trainer.backend.forward(x[i : i + batch], k, generator)
+            fp = self.backend.forward(x[i : i + batch], k, generator)
             terms = {name: fp.terms[name] for name in objective.terms} if objective.terms else None
             total += objective(fp.log_w, terms).bound.double().sum().item()
         return total / max(1, x.shape[0])
 
-    def point(self, trainer, step: int, epoch: float) -> None:
-        cfg, started = trainer.cfg, time.monotonic()
-        gen = torch.Generator(device=trainer.device).manual_seed(cfg.seed * 1_000_003 + step)
+    def point(self, step: int, epoch: float) -> None:
+        cfg, started = self.cfg, time.monotonic()
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed * 1_000_003 + step)
         row = {"samples": step * cfg.batch_size, "step": step, "epoch": round(epoch, 4),
-               "train_bound": self.bound(trainer, self.x_train, gen), "test_bound": self.bound(trainer, self.x_test, gen)}  # fmt: skip
+               "train_bound": self.bound(self.x_train, gen), "test_bound": self.bound(self.x_test, gen)}  # fmt: skip
         if self.ml_train is not None:
             for split, x in (("train", self.ml_train), ("test", self.ml_test)):
-                ml, stats = log_marginal(trainer.model, x, HMCConfig(), gen)
+                ml, stats = log_marginal(self.model, x, HMCConfig(), gen)
                 row[f"{split}_ml"] = ml.mean().item()
                 row["ml_accept"] = round(stats["accept_rate"].mean().item(), 3)
-                lk = dataset_log_likelihood(trainer.backend, x, ML_CHECK_K, gen, 20, default_chunk(trainer.device, 20))
+                lk = dataset_log_likelihood(self.backend, x, ML_CHECK_K, gen, 20, default_chunk(self.device, 20))
                 row[f"{split}_lk"] = lk.mean().item()
         row["seconds"] = round(time.monotonic() - started, 2)
         self.rows = [r for r in self.rows if r["step"] < step] + [row]

@@ -6,12 +6,12 @@ that its result does not depend on its pack-mates: a run trained in a pack ends 
 to the same run trained alone (with the same threads per run). A run that diverges stops
 alone; the others finish. A killed pack resumes every run from its own checkpoints.
 
-In one process the runs are interleaved: each run's training loop is a generator
-(`Trainer.train`) that the pack advances in turn, one epoch at a time on a CPU and one step
-at a time on a GPU, where every run has a stream of its own and its steps overlap with its
-pack-mates'. On a CPU with several threads the pack is split over worker processes, one per
-thread, each training its share of the runs with one thread: a pack is then never slower
-than the same runs as separate jobs with the same total threads.
+In one process the runs are interleaved: the pack advances each run's trainer in turn
+(`Trainer.advance`, `interleave`), one epoch at a time on a CPU and one step at a time on a
+GPU, where every run has a stream of its own and its steps overlap with its pack-mates'.
+On a CPU with several threads the pack is split over worker processes, one per thread, each
+training its share of the runs with one thread: a pack is then never slower than the same
+runs as separate jobs with the same total threads.
 
 The pack file (written by the workflow, `results/<configuration>/packs/<experiment>/<pack>.json`):
 
@@ -23,8 +23,9 @@ Each run's flags are those `iwae train` would get for it alone (`iwae.plan.confi
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
-import math
 import os
 import shutil
 import signal
@@ -32,8 +33,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from iwae.errors import Diverged, Interrupted, UserError
+from iwae.plan.architecture import Architecture
 from iwae.plan.config import TrainConfig, from_flags
+from iwae.training.signals import StopRequest
 
 
 def load_spec(path: Path) -> tuple[str, list[tuple[Path, TrainConfig]]]:
@@ -59,8 +64,6 @@ def load_spec(path: Path) -> tuple[str, list[tuple[Path, TrainConfig]]]:
 def cost(cfg: TrainConfig, train_points: int) -> float:
     """Relative CPU time of a run: steps, times a step's cost at this k (bench: a k = 50
     step costs about ten k = 1 steps), times the stochastic layers."""
-    from iwae.plan.architecture import Architecture
-
     layers = Architecture.parse(cfg.layers).n_stochastic
     points = min(cfg.train_subset or train_points, train_points)
     return cfg.total_epochs * points / cfg.batch_size * (1 + 0.2 * cfg.k) * (1 + 0.5 * (layers - 1))
@@ -68,8 +71,6 @@ def cost(cfg: TrainConfig, train_points: int) -> float:
 
 def _train_points(data: str) -> int:
     """The training split's size, from the prepared file's metadata (no PyTorch needed)."""
-    import numpy as np
-
     try:
         with np.load(data) as z:
             return int(json.loads(str(z["meta"]))["splits"]["train"])
@@ -118,7 +119,7 @@ def _in_process(name: str, members: list, chosen: list[int], threads: int | None
     from iwae.system import devices, runtime
     from iwae.system.provenance import resolve_device
     from iwae.training.loop import Trainer
-    from iwae.training.signals import StopRequest
+    from iwae.training.run import build, callbacks
 
     first = members[chosen[0]][1]
     device = devices.claim(resolve_device(first.device))  # one GPU for the whole pack
@@ -128,33 +129,31 @@ def _in_process(name: str, members: list, chosen: list[int], threads: int | None
     try:
         runtime.setup(device, threads, first.tf32)
         data = datasets.load(Path(first.data), device)
+        streams = devices.run_streams(device, len(chosen))  # made together, before any capture
         trainers = []
-        for i in chosen:
+        for i, stream in zip(chosen, streams):
             run_dir, cfg = members[i]
             cfg.threads, cfg.device = threads, str(device)
-            trainers.append(Trainer(cfg, run_dir, quiet, False, stop=stop, data=data, pack=record))
-        return _interleave(name, trainers, device)
+            run = build(cfg, run_dir, quiet, stop=stop, data=data, pack=record, stream=stream)
+            trainers.append(Trainer(run, callbacks(run, progress=False)))
+        return interleave(name, trainers)
     finally:
         stop.uninstall()
 
 
-def _interleave(name: str, trainers: list, device) -> list:
-    """Advance each run's training loop in turn until every run has finished or failed; on a
-    GPU each run on a stream of its own, its CUDA graphs ended as soon as it is done."""
-    from iwae.system import devices
-
-    streams = devices.run_streams(device, len(trainers))  # made together, before any capture
-    running = [(t, t.train(), stream) for t, stream in zip(trainers, streams)]
-    records, diverged, interrupted = [], [], []
+def interleave(name: str, trainers: list) -> list:
+    """Advance each run's training loop in turn (`Trainer.advance`) until every run has
+    finished or failed: one epoch at a time on a CPU, one step at a time on a GPU, where every
+    run has a stream of its own; a run's CUDA graphs end as soon as it is done."""
+    to = "step" if trainers[0].run.device.type == "cuda" else "epoch"
+    running, records, diverged, interrupted = list(trainers), [], [], []
     try:
         while running:
-            for entry in list(running):
-                trainer, loop, stream = entry
+            for trainer in list(running):
                 try:
-                    with devices.on(stream):
-                        done = not _advance(loop, per_step=device.type == "cuda")
-                        if done:
-                            records.append(trainer.finish())
+                    done = trainer.advance(to) is None
+                    if done:
+                        records.append(trainer.finish())
                 except Diverged as e:  # this run stops; its pack-mates go on
                     print(f"error: {e}", file=sys.stderr, flush=True)
                     diverged.append(str(e))
@@ -164,7 +163,7 @@ def _interleave(name: str, trainers: list, device) -> list:
                     done = True
                 if done:
                     trainer.release()
-                    running.remove(entry)
+                    running.remove(trainer)
     finally:
         for trainer in trainers:
             trainer.release()
@@ -175,21 +174,10 @@ def _interleave(name: str, trainers: list, device) -> list:
     return records
 
 
-def _advance(loop, per_step: bool) -> bool:
-    """A run's loop to its next step (on a GPU, where the runs' steps overlap) or its next
-    epoch (on a CPU); False once it has ended."""
-    for token in loop:
-        if per_step or token == "epoch":
-            return True
-    return False
-
-
 def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool) -> list:
     """Split the pack over one single-threaded process per thread: this one trains the first
     share, worker processes (started first) the others. A stop request (SIGTERM, SIGINT)
     reaches every worker as SIGUSR1, for as long as any runs, and each checkpoints."""
-    from iwae.training.signals import StopRequest
-
     points = _train_points(members[0][1].data)
     workers = shares([cost(cfg, points) for _, cfg in members], min(threads, len(members)))
     per_worker = max(1, threads // len(workers))
@@ -231,9 +219,6 @@ def _in_workers(path: Path, name: str, members: list, threads: int, quiet: bool)
 
 def die_with_parent() -> None:
     """A worker: stop (checkpointing) if the pack's first process dies (Linux)."""
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         libc.prctl(1, int(signal.SIGUSR1))  # PR_SET_PDEATHSIG
@@ -241,8 +226,3 @@ def die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent is already gone
         os.kill(os.getpid(), signal.SIGUSR1)
-
-
-def pack_runtime_factor(runs: int, workers: int) -> int:
-    """How many runs' worth of time a pack takes with `workers` runs progressing at once."""
-    return math.ceil(runs / max(1, min(workers, runs)))

@@ -7,7 +7,7 @@ adds what comes before it on the device: the minibatch's rows gathered from the 
 set, binarised afresh where the dataset is, and the epoch's running sum after it.
 
 The step strategies (`EagerSteps` here, `iwae.training.graphs.GraphedSteps` on a GPU) see
-only a `StepState`: what a step reads and writes, not the trainer that owns it.
+only a `StepState`: what a step reads and writes, not the run that owns it.
 """
 
 from __future__ import annotations

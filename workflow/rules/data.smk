@@ -1,5 +1,7 @@
 # Raw files, verified against their published fingerprints, then one .npz per dataset.
 
+RAW_DATASET = catalogue.raw_file_owners()  # raw file -> the dataset it belongs to
+
 
 rule fetch:
     output:
@@ -13,7 +15,11 @@ rule fetch:
         "../../envs/iwae.yaml"
     params:
         dataset=lambda wildcards: RAW_DATASET[wildcards.raw],
-        mirror=mirror_arg,
+        mirror=lambda wildcards: (
+            shell_args(["--mirror", config["data"]["mirror"]])
+            if config["data"].get("mirror")
+            else ""
+        ),
         dest=lambda wildcards, output: output[0].removesuffix(wildcards.raw).rstrip("/"),
     shell:
         "python -m iwae fetch {params.dataset:q} --only {wildcards.raw:q} --dest {params.dest:q} {params.mirror} > {log:q} 2>&1"
@@ -21,9 +27,11 @@ rule fetch:
 
 rule prepare:
     input:
-        raw_inputs,
+        lambda wildcards: [
+            f"{RAW}/{f.name}" for f in catalogue.get(wildcards.dataset).raw_files
+        ],
     output:
-        f"{DATA}/{{dataset}}.npz",
+        paths.data_file(),
     log:
         f"{DATA}/logs/prepare/{{dataset}}.log",
     conda:

@@ -3,10 +3,10 @@
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt",
-        data=lambda wildcards: data_file(run_of(wildcards).dataset),
+        model=f"{RUN}/model.pt",
+        data=lambda wildcards: paths.data_file(run_of(wildcards).dataset),
     output:
-        f"{RESULTS}/runs/{{experiment}}/{{run}}/eval.json",
+        f"{RUN}/eval.json",
     log:
         f"{RESULTS}/logs/evaluate/{{experiment}}/{{run}}.log",
     benchmark:
@@ -19,8 +19,8 @@ rule evaluate:
         runtime=config["compute"]["evaluate_runtime_min"],
         mem_mb=config["compute"]["evaluate_mem_mb"],
     params:
-        run=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
-        args=eval_args,
+        run=lambda wildcards, output: os.path.dirname(output[0]),
+        args=lambda wildcards: shell_args(jobs.eval_flags(run_of(wildcards), DEVICE)),
     shell:
         "python -m iwae evaluate --run {params.run:q} --model {input.model:q} --data {input.data:q} --out {output:q}"
         " {params.args} --threads {threads} > {log:q} 2>&1"

@@ -74,7 +74,7 @@ rule publish_spec:
         f"{RESULTS}/logs/report/published.log",
     localrule: True
     params:
-        spec=lambda wildcards: publish_spec(),
+        spec=lambda wildcards: jobs.publish_spec(PLAN),
     run:
         write_text(output[0], f"{params.spec}\n")
         write_text(log[0], f"wrote {output[0]}\n")
@@ -83,7 +83,7 @@ rule publish_spec:
 rule publish:
     input:
         spec=f"{RESULTS}/published.json",
-        done=final_outputs(),
+        done=jobs.final_outputs(PLAN),
     output:
         f"{PUBLISHED}/SHA256SUMS",
     log:
@@ -110,17 +110,20 @@ rule group_figure:
             caption="../report/figure_group.rst",
             category=experiment_category,
             subcategory=figure_subcategory,
-            labels=group_labels,
+            labels=lambda wildcards: {
+                "dataset": wildcards.dataset,
+                "layers": wildcards.tag,
+            },
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{dataset}}_{{tag}}.log",
     wildcard_constraints:
-        kind=figure_kinds("group", "evals"),
+        kind="|".join(FIGURE_KINDS.names("group", "evals")),
     localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
     shell:
         "python -m iwae report figure {wildcards.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
@@ -135,7 +138,10 @@ rule weights_figure:
             caption="../report/weights.rst",
             category=experiment_category,
             subcategory="Random weights: sigma and |m| / sigma",
-            labels=group_labels,
+            labels=lambda wildcards: {
+                "dataset": wildcards.dataset,
+                "layers": wildcards.tag,
+            },
         ),
     log:
         f"{RESULTS}/logs/report/weights_{{experiment}}_{{dataset}}_{{tag}}.log",
@@ -143,7 +149,7 @@ rule weights_figure:
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
     shell:
         "python -m iwae report figure weights --models {input.models:q} --out-stem {params.stem:q} > {log:q} 2>&1"
 
@@ -158,18 +164,18 @@ rule section_figure:
             caption="../report/figure_section.rst",
             category=experiment_category,
             subcategory=figure_subcategory,
-            labels=section_labels,
+            labels=lambda wildcards: {"part": wildcards.section},
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
     wildcard_constraints:
-        kind=figure_kinds("section", "evals"),
+        kind="|".join(FIGURE_KINDS.names("section", "evals")),
         section="[a-z0-9][a-z0-9_-]*",
     localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
@@ -185,18 +191,18 @@ rule latent_figure:
             caption="../report/figure_latent.rst",
             category=experiment_category,
             subcategory=figure_subcategory,
-            labels=section_labels,
+            labels=lambda wildcards: {"part": wildcards.section},
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{section}}.log",
     wildcard_constraints:
-        kind=figure_kinds("latent section", "models and data"),
+        kind="|".join(FIGURE_KINDS.names("latent section", "models and data")),
         section="[a-z0-9][a-z0-9_-]*",
     localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind} --models {input.models} --data {input.data}"
@@ -213,17 +219,17 @@ rule run_figure:
             caption="../report/figure_run.rst",
             category=experiment_category,
             subcategory=figure_subcategory,
-            labels=run_labels,
+            labels=lambda wildcards: {"run": wildcards.run},
         ),
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}_{{run}}.log",
     wildcard_constraints:
-        kind=figure_kinds("run", "model"),
+        kind="|".join(FIGURE_KINDS.names("run", "model")),
     localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind:q} --model {input.model:q} --data {input.data:q} --out-stem {params.stem:q}"
@@ -245,12 +251,12 @@ rule experiment_figure:
     log:
         f"{RESULTS}/logs/report/{{kind}}_{{experiment}}.log",
     wildcard_constraints:
-        kind=figure_kinds("experiment", "evals"),
+        kind="|".join(FIGURE_KINDS.names("experiment", "evals")),
     localrule: True
     conda:
         "../../envs/iwae.yaml"
     params:
-        stem=lambda wildcards, output: stem(output.pdf),
+        stem=lambda wildcards, output: output.pdf.removesuffix(".pdf"),
         kind=lambda wildcards: wildcards.kind.replace("_", "-"),
     shell:
         "python -m iwae report figure {params.kind:q} --evals {input.evals:q} --out-stem {params.stem:q} > {log:q} 2>&1"
@@ -278,8 +284,8 @@ rule summary:
 
 rule report:
     input:
-        tables=[t for exp in SELECTED for t in experiment_tables(exp)],
-        figures=[f for exp in SELECTED for f in experiment_figures(exp)],
+        tables=[t for exp in SELECTED for t in jobs.tables(PLAN, exp)],
+        figures=[f for exp in SELECTED for f in jobs.figures(PLAN, exp)],
         summary=f"{RESULTS}/tables/summary.md",
     output:
         f"{RESULTS}/report.tex",
@@ -298,8 +304,8 @@ rule report:
 rule report_pdf:
     input:
         tex=f"{RESULTS}/report.tex",
-        tables=[t for exp in SELECTED for t in experiment_tables(exp)],
-        figures=[f for exp in SELECTED for f in experiment_figures(exp)],
+        tables=[t for exp in SELECTED for t in jobs.tables(PLAN, exp)],
+        figures=[f for exp in SELECTED for f in jobs.figures(PLAN, exp)],
     output:
         f"{RESULTS}/report.pdf",
     log:

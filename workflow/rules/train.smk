@@ -8,12 +8,12 @@
 # written here rather than through a shell, whose arguments are limited in length
 rule pack_file:
     output:
-        f"{RESULTS}/packs/{{experiment}}/{{pack}}.json",
+        paths.pack_file(RESULTS),
     log:
         f"{RESULTS}/logs/packs/{{experiment}}/{{pack}}.log",
     localrule: True
     params:
-        spec=lambda wildcards: pack_spec(wildcards.experiment, wildcards.pack),
+        spec=pack_spec,
     run:
         write_text(output[0], f"{params.spec}\n")
         write_text(log[0], f"wrote {output[0]}\n")
@@ -25,9 +25,9 @@ if not PACKS:
         input:
             unpack(train_inputs),
         output:
-            model=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/model.pt"),
-            record=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/train.json"),
-            curve=update(f"{RESULTS}/runs/{{experiment}}/{{run}}/train_log.csv"),
+            model=update(f"{RUN}/model.pt"),
+            record=update(f"{RUN}/train.json"),
+            curve=update(f"{RUN}/train_log.csv"),
         log:
             f"{RESULTS}/logs/train/{{experiment}}/{{run}}.log",
         benchmark:
@@ -40,8 +40,10 @@ if not PACKS:
             runtime=config["compute"]["train_runtime_min"],
             mem_mb=config["compute"]["train_mem_mb"],
         params:
-            out=lambda wildcards: run_dir(wildcards.experiment, wildcards.run),
-            args=train_args,
+            out=lambda wildcards, output: os.path.dirname(output.model),
+            args=lambda wildcards: shell_args(
+                jobs.train_flags(PLAN, run_of(wildcards), DEVICE)
+            ),
         shell:
             "python -m iwae train --out {params.out:q} {params.args} --threads {threads} > {log:q} 2>&1"
 
@@ -51,13 +53,20 @@ else:
 
         rule:
             name:
-                pack_rule_name(pack)
+                jobs.pack_rule_name(pack)
             input:
-                spec=pack_file(pack),
-                data=data_file(pack.runs[0].dataset),
-                first_stages=pack_first_stages(pack),
+                spec=paths.pack_file(RESULTS, pack.experiment, pack.name),
+                data=paths.data_file(pack.runs[0].dataset),
+                first_stages=jobs.pack_first_stages(PLAN, pack),
             output:
-                [f for r in pack.runs for f in run_outputs(r)],
+                # flagged `update`: Snakemake neither deletes them before the job nor keeps
+                # a failed job's, it restores the previous ones (a failed retrain never loses
+                # a finished model)
+                [
+                    update(jobs.run_file(PLAN, r, f))
+                    for r in pack.runs
+                    for f in jobs.RUN_OUTPUTS
+                ],
             log:
                 f"{RESULTS}/logs/train/{pack.experiment}/pack-{pack.name}.log",
             benchmark:
@@ -67,7 +76,9 @@ else:
             threads: THREADS
             resources:
                 gpu=GPUS,
-                runtime=pack_resource(pack, "train_runtime_min"),
-                mem_mb=pack_resource(pack, "train_mem_mb"),
+                runtime=jobs.pack_resource(
+                    config["compute"], pack, "train_runtime_min", GPUS
+                ),
+                mem_mb=jobs.pack_resource(config["compute"], pack, "train_mem_mb", GPUS),
             shell:
                 "python -m iwae train --pack {input.spec:q} --threads {threads} > {log:q} 2>&1"
