@@ -306,8 +306,9 @@ def test_validation_curve_leaves_training_unchanged(prepared, tmp_path):
 
 def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
     """evaluation's seed binarises a run's test points for every reader: the workflow hands a
-    seed other than the default to training, whose validation and learning-curve estimates
-    use it; the evaluation records it, and load_run's test set reads it back."""
+    seed other than the default to training where its validation and learning-curve
+    estimates use it (and only there: elsewhere it would retrain a run for nothing); the
+    evaluation records it, and load_run's test set reads it back."""
     import iwae
     from iwae.plan.experiments import Plan
     from iwae.training.callbacks import Validation
@@ -317,9 +318,11 @@ def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["evaluation"]["seed"] = 7
-    assert Plan.from_config(config).run("table1", "mnist-1l-iwae-k5-s1").train_options()["eval_seed"] == 7
+    plan = Plan.from_config(config)
+    assert plan.run("iwaer", "mnist-seed001-iwae-k25-iwae-s1").train_options()["eval_seed"] == 7  # validation
+    assert "eval_seed" not in plan.run("table1", "mnist-1l-iwae-k5-s1").train_options()  # no estimates
     config["evaluation"]["seed"] = 123  # the default: the commands stay as they were
-    assert "eval_seed" not in Plan.from_config(config).run("table1", "mnist-1l-iwae-k5-s1").train_options()
+    assert "eval_seed" not in Plan.from_config(config).run("iwaer", "mnist-seed001-iwae-k25-iwae-s1").train_options()
 
     data = datasets.load(prepared["mnist"])
     as_evaluated = data.binarized_test(7)

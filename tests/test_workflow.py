@@ -582,13 +582,27 @@ def test_regenerating_a_table_trains_nothing(smoke):
 
 @pytest.mark.slow
 def test_changing_evaluation_reruns_evaluation_only(smoke, tmp_path):
+    """The evaluation seed, which binarises the test points, reruns every evaluation and
+    retrains only the runs whose training estimates on held-out points with it (learning
+    curves, validation)."""
+    from snakemake.utils import update_config
+
+    from iwae.plan.experiments import Plan
+
     work, _ = smoke
-    # the evaluation seed: an option no experiment of the smoke preset overrides
+    # an option no experiment of the smoke preset overrides
     more = overlay(tmp_path / "seed.yaml", "evaluation:\n  seed: 7\n")
     dry = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE, more)
     counts = job_counts(dry.stdout)
     evaluated = len(list((work / "results/smoke/runs").glob("*/*/eval.json")))
-    assert counts.get("evaluate") == evaluated and "train" not in counts and "prepare" not in counts, counts
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(config, yaml.safe_load(SMOKE.read_text()))
+    update_config(config, {"evaluation": {"seed": 7}})
+    plan = Plan.from_config(config)
+    estimating = [r for name in plan.selected for r in plan.experiments[name].runs if "eval_seed" in r.train_options()]
+    assert 0 < len(estimating) < evaluated
+    assert counts.get("evaluate") == evaluated and counts.get("train") == len(estimating), counts
+    assert "prepare" not in counts, counts
 
 
 # --------------------------------------------------------------------------- failure and resume

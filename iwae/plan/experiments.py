@@ -110,13 +110,16 @@ class PlannedRun:
 
     def train_options(self) -> dict[str, Any]:
         """The `iwae train` options of this run (all but data, device, threads, init_from);
-        evaluation's binarisation seed where it is not the default, so that the run's own
-        estimates binarise the test points as its evaluation will; its variant's name."""
+        evaluation's binarisation seed where it is not the default and the run makes estimates
+        of its own on held-out points (learning curve, validation), so that they binarise the
+        points as its evaluation will (elsewhere the seed would retrain, for nothing, a run
+        whose evaluation alone changes); its variant's name."""
         seed = self.evaluation.get("seed", BINARISATION_SEED)
+        estimates = self.protocol.get("curve_per_decade") or self.protocol.get("valid_every")
         return (
             {"layers": self.layers, "objective": self.objective, "k": self.k, "seed": self.seed}
             | {key: self.protocol[key] for key in sorted(self.protocol)}
-            | ({"eval_seed": seed} if seed != BINARISATION_SEED else {})
+            | ({"eval_seed": seed} if seed != BINARISATION_SEED and estimates else {})
             | ({"variant": self.variant} if self.variant else {})
         )
 

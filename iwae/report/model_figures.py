@@ -25,6 +25,7 @@ samples_by_latent  per part with several latent sizes: samples from each run's p
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -38,6 +39,13 @@ from iwae.errors import UserError  # noqa: E402
 from iwae.plan.config import binarisation_seed  # noqa: E402  (test images as evaluation binarised them)
 from iwae.plan.vocabulary import RANDOM_WEIGHTS  # noqa: E402
 from iwae.report.figures import save  # noqa: E402
+
+
+def _test_seed(model_path: Path, config: dict) -> int:
+    """The seed that binarised the run's test points in its evaluation (eval.json beside the
+    model, which the workflow draws these figures after), else its training's."""
+    record = Path(model_path).with_name("eval.json")
+    return binarisation_seed(config, json.loads(record.read_text()) if record.is_file() else None)
 
 
 def _tile(images: np.ndarray, cols: int, shape: tuple[int, int] = (28, 28), invert: bool = True) -> np.ndarray:
@@ -130,7 +138,7 @@ def latents(model_path: Path, data_path: Path, stem: Path, points: int = 5000) -
     data = datasets.load(Path(data_path))
     labels = data.labels_of("test")
     chosen = subset(data.test.shape[0], points)
-    x = data.binarized_test(binarisation_seed(state["config"]), state["config"].get("grey_levels", False))[chosen]
+    x = data.binarized_test(_test_seed(model_path, state["config"]), state["config"].get("grey_levels", False))[chosen]
     mu = model.posterior_means(x, torch.Generator().manual_seed(0))[-1].numpy()
     y = labels[chosen].numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
@@ -212,7 +220,7 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
         raise UserError(f"{model_path}: the posterior figure needs one stochastic layer of 2 units")
     data = datasets.load(Path(data_path))
-    test = data.binarized_test(binarisation_seed(load_model_file(Path(model_path))["config"]))
+    test = data.binarized_test(_test_seed(model_path, load_model_file(Path(model_path))["config"]))
     chosen = subset(test.shape[0], digits).tolist()
     g = torch.Generator().manual_seed(0)
     shape = data.image_shape
@@ -275,7 +283,7 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
     model = load_model(Path(model_path))
     data = datasets.load(Path(data_path))
     chosen = subset(data.test.shape[0], points)
-    x = data.binarized_test(binarisation_seed(load_model_file(Path(model_path))["config"]))[chosen]
+    x = data.binarized_test(_test_seed(model_path, load_model_file(Path(model_path))["config"]))[chosen]
     labels = data.labels_of("test")[chosen]
     layers = snis_means(model, x, samples, torch.Generator().manual_seed(0))
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.6), squeeze=False)
@@ -336,6 +344,10 @@ def _by_latent(model_paths: list[Path]):
     return sorted(out, key=lambda t: t[1])
 
 
+def _path_of(run: str, model_paths: list[Path]) -> Path:
+    return next(Path(p) for p in model_paths if Path(p).parent.name == run)
+
+
 def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images: int = 10) -> list[Path]:
     """The same random test images reconstructed by each run, one row per latent size (seed
     002's figure 3)."""
@@ -346,7 +358,9 @@ def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images
 
     runs = _by_latent(model_paths)
     data = datasets.load(Path(data_path))
-    test = data.binarized_test(binarisation_seed(runs[0][3]), runs[0][3].get("grey_levels", False))
+    test = data.binarized_test(
+        _test_seed(_path_of(runs[0][0], model_paths), runs[0][3]), runs[0][3].get("grey_levels", False)
+    )
     x = test[subset(data.test.shape[0], images)]
     rows = [x.numpy()] + [model.reconstruct(x, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
     return _rows_figure(rows, ["test images"] + [f"Nz = {z}" for _, z, _, _ in runs], data,

@@ -163,6 +163,8 @@ def latent_inputs(wildcards):
     return {
         "models": [jobs.run_file(PLAN, r, "model.pt") for r in runs],
         "data": paths.data_file(runs[0].dataset),
+        # the test points as the evaluations binarised them (their seed): drawn after them
+        "evals": [jobs.run_file(PLAN, r, "eval.json") for r in runs],
     }
 
 
@@ -171,6 +173,8 @@ def run_figure_inputs(wildcards):
     return {
         "model": jobs.run_file(PLAN, run, "model.pt"),
         "data": paths.data_file(run.dataset),
+        # its test points as its evaluation binarised them (their seed): drawn after it
+        "eval": jobs.run_file(PLAN, run, "eval.json"),
     }
 
 
