@@ -26,6 +26,18 @@ from workflow import SNAKEFMT, SNAKEMAKE, job_counts, overlay, snakemake
 SMOKE = ROOT / "presets" / "smoke.yaml"
 
 
+def smoke_plan(overrides: dict | None = None):
+    """The plan of config.yaml under the smoke preset (and `overrides`), as the workflow reads it."""
+    from snakemake.utils import update_config
+
+    from iwae.plan.experiments import Plan
+
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    update_config(config, yaml.safe_load(SMOKE.read_text()))
+    update_config(config, overrides or {})
+    return Plan.from_config(config)
+
+
 # --------------------------------------------------------------------------- DAG and config
 
 
@@ -468,19 +480,12 @@ def test_smoke_snakemake_report_renders_every_table_and_figure(smoke, tmp_path):
     """snakemake --report builds one self-contained page holding every table (as HTML) and
     every figure of every experiment with its caption, grouped by experiment; headless
     Chromium renders it (its menu lists the experiments) and takes a screenshot."""
-    from iwae.plan.experiments import Plan
-
     work, _ = smoke
     out = tmp_path / "report.html"
     result = snakemake(work, "--cores", "1", "--configfile", SMOKE, "--report", out)
     assert result.returncode == 0 and out.exists(), result.stderr[-3000:]
     page = out.read_text()
-    import yaml
-    from snakemake.utils import update_config
-
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    update_config(config, yaml.safe_load(SMOKE.read_text()))
-    plan = Plan.from_config(config)
+    plan = smoke_plan()
     for name in plan.selected:
         exp = plan.experiments[name]
         for table in exp.tables():
@@ -585,20 +590,13 @@ def test_changing_evaluation_reruns_evaluation_only(smoke, tmp_path):
     """The evaluation seed, which binarises the test points, reruns every evaluation and
     retrains only the runs whose training estimates on held-out points with it (learning
     curves, validation)."""
-    from snakemake.utils import update_config
-
-    from iwae.plan.experiments import Plan
-
     work, _ = smoke
     # an option no experiment of the smoke preset overrides
     more = overlay(tmp_path / "seed.yaml", "evaluation:\n  seed: 7\n")
     dry = snakemake(work, "-n", "--cores", "2", "--configfile", SMOKE, more)
     counts = job_counts(dry.stdout)
     evaluated = len(list((work / "results/smoke/runs").glob("*/*/eval.json")))
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    update_config(config, yaml.safe_load(SMOKE.read_text()))
-    update_config(config, {"evaluation": {"seed": 7}})
-    plan = Plan.from_config(config)
+    plan = smoke_plan({"evaluation": {"seed": 7}})
     estimating = [r for name in plan.selected for r in plan.experiments[name].runs if "eval_seed" in r.train_options()]
     assert 0 < len(estimating) < evaluated
     assert counts.get("evaluate") == evaluated and counts.get("train") == len(estimating), counts

@@ -14,7 +14,7 @@ import pandas as pd
 
 from iwae.errors import UserError
 from iwae.plan import figures as kinds
-from iwae.plan import layouts
+from iwae.plan import layouts, paths
 from iwae.plan.experiments import default_title
 from iwae.report import document, figures, followups, model_figures, records, tables
 from iwae.report import findings as judged
@@ -92,7 +92,7 @@ def figure(name: str, out_stem: Path, evals=None, model=None, models=None, data=
 def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
     df = records.frame(evals)
     # the run's directory as its results root names it, wherever the records are read from
-    rows = df[records.COLUMNS].assign(run_dir=[f"runs/{e}/{r}" for e, r in zip(df["experiment"], df["run"])])
+    rows = df[records.COLUMNS].assign(run_dir=[f"{paths.RUNS}/{e}/{r}" for e, r in zip(df["experiment"], df["run"])])
     with atomic_path(out_csv, suffix=".csv") as tmp:
         rows.to_csv(tmp, index=False)
     table = tables.summary(df)

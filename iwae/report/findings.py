@@ -60,10 +60,10 @@ class Verdict:
 
 
 def judge(finding: registry.Finding, df: pd.DataFrame, source: str = "paper") -> list[Verdict]:
-    if finding.statistic == "vs_published":
-        df = df.assign(published_nll=[_published_nll(source, r) for r in df.itertuples()])
     """The finding's verdict in every group of the runs in `df` (one row per table cell,
     `records.cells`; second-stage rows carry their first stage's row in `first_row`)."""
+    if finding.statistic == "vs_published":
+        df = df.assign(published_nll=[_published_nll(source, r) for r in df.itertuples()])
     groups = _groups(finding, df)
     if not groups:
         return [Verdict(finding, {}, 0, why=f"needs {_describe(finding.a)}"
@@ -162,9 +162,7 @@ def difference(statistic: str, a: dict, b: dict | None) -> Difference:
             return Difference(math.nan, None, False, "an evaluation on training points (evaluation.train_points)")
         return Difference(test["nll"] - train["nll"], math.hypot(test["stderr"] or 0, train["stderr"] or 0), False)
     if statistic == "vs_published":
-        if a.get("published_nll") is None or (
-            isinstance(a.get("published_nll"), float) and math.isnan(a["published_nll"])
-        ):
+        if pd.isna(a.get("published_nll")):
             return Difference(math.nan, None, False, "a published value for this cell")
         return Difference(ra["test"]["nll"] - a["published_nll"], ra["test"].get("stderr"), False)
     if statistic in ("curve_nll", "curve_gap"):
@@ -179,8 +177,6 @@ def difference(statistic: str, a: dict, b: dict | None) -> Difference:
 
 
 def _published_nll(source: str, run) -> float | None:
-    from iwae.plan import references
-
     return references.published(source, run.dataset, run.architecture, run.objective, int(run.k))[0]
 
 

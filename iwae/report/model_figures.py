@@ -330,7 +330,8 @@ def by_label(model_path: Path, data_path: Path, stem: Path, per_label: int = 10)
 
 
 def _by_latent(model_paths: list[Path]):
-    """(run name, latent size, model) of runs with one stochastic layer, by latent size."""
+    """(model file, latent size, model, configuration) of runs with one stochastic layer, by
+    latent size."""
     from iwae.models import from_state
     from iwae.models.store import load_model_file
 
@@ -340,12 +341,8 @@ def _by_latent(model_paths: list[Path]):
         model = from_state(state["model"])
         if model.architecture.n_stochastic != 1:
             raise UserError(f"{path}: the figures by latent size need one stochastic layer")
-        out.append((Path(path).parent.name, model.architecture.latent_sizes[0], model, state["config"]))
+        out.append((Path(path), model.architecture.latent_sizes[0], model, state["config"]))
     return sorted(out, key=lambda t: t[1])
-
-
-def _path_of(run: str, model_paths: list[Path]) -> Path:
-    return next(Path(p) for p in model_paths if Path(p).parent.name == run)
 
 
 def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images: int = 10) -> list[Path]:
@@ -358,13 +355,11 @@ def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images
 
     runs = _by_latent(model_paths)
     data = datasets.load(Path(data_path))
-    test = data.binarized_test(
-        _test_seed(_path_of(runs[0][0], model_paths), runs[0][3]), runs[0][3].get("grey_levels", False)
-    )
+    test = data.binarized_test(_test_seed(runs[0][0], runs[0][3]), runs[0][3].get("grey_levels", False))
     x = test[subset(data.test.shape[0], images)]
     rows = [x.numpy()] + [model.reconstruct(x, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
     return _rows_figure(rows, ["test images"] + [f"Nz = {z}" for _, z, _, _ in runs], data,
-                        f"reconstructions by latent size ({', '.join(name for name, *_ in runs)})", stem)  # fmt: skip
+                        f"reconstructions by latent size ({', '.join(path.parent.name for path, *_ in runs)})", stem)  # fmt: skip
 
 
 def samples_by_latent(model_paths: list[Path], data_path: Path, stem: Path, images: int = 10) -> list[Path]:
@@ -378,7 +373,7 @@ def samples_by_latent(model_paths: list[Path], data_path: Path, stem: Path, imag
     data = datasets.load(Path(data_path))
     rows = [model.sample(images, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
     return _rows_figure(rows, [f"Nz = {z}" for _, z, _, _ in runs], data,
-                        f"samples from the prior by latent size ({', '.join(name for name, *_ in runs)})", stem)  # fmt: skip
+                        f"samples from the prior by latent size ({', '.join(path.parent.name for path, *_ in runs)})", stem)  # fmt: skip
 
 
 def _rows_figure(rows: list[np.ndarray], labels: list[str], data, title: str, stem: Path) -> list[Path]:
