@@ -49,8 +49,9 @@ lint: setup
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
+# the slowest tests listed at the end: where the suite's time goes (CI must stay under 30 min)
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 bench: setup
 	$(BIN)/python -m iwae bench
