@@ -204,7 +204,7 @@ def test_the_pilot_picks_a_rate_and_the_run_is_the_run_of_that_rate(prepared, tm
     assert torch.equal(_params(tmp_path / "pilot"), _params(tmp_path / "plain"))
 
 
-def test_curve_is_written_as_the_run_goes_and_kept_by_resume(prepared, tmp_path):
+def test_curve_is_written_beside_the_checkpoints_as_the_run_goes_and_kept_by_resume(prepared, tmp_path):
     from iwae.errors import Interrupted
     from iwae.training.loop import Trainer, train
     from iwae.training.run import build, callbacks
@@ -218,7 +218,8 @@ def test_curve_is_written_as_the_run_goes_and_kept_by_resume(prepared, tmp_path)
             t.advance("step")
             if i == 25:  # inside the third epoch
                 run.stop.requested = True
-    with open(tmp_path / "curve" / "curve.csv") as f:
+    assert not (tmp_path / "curve" / "curve.csv").exists()  # an output: written once, when the run ends
+    with open(tmp_path / "curve" / "checkpoints" / "curve.csv") as f:  # the curve so far
         before = list(csv.DictReader(f))
     assert [int(r["samples"]) for r in before] == [100, 400, 1000]
     record = train(cfg, tmp_path / "curve", quiet=True)

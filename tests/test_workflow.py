@@ -622,8 +622,9 @@ def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, mo
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )  # fmt: skip
     checkpoints = work / "results/smoke/runs/table1/mnist-1l-iwae-k5-s1/checkpoints"
+    progress = checkpoints / "train_log.csv"  # the log so far: killed once an epoch is in it
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(checkpoints.glob("ckpt-*.pt")):
+    while time.monotonic() < deadline and not (progress.exists() and len(progress.read_text().splitlines()) > 1):
         time.sleep(0.1)
     pid = subprocess.run(["pgrep", "-f", "iwae train --out results/smoke/runs/table1/mnist-1l-iwae-k5-s1"],
                          capture_output=True, text=True).stdout.split()  # fmt: skip
@@ -634,8 +635,14 @@ def test_failed_training_job_keeps_checkpoints_and_resumes(tmp_path, raw_dir, mo
     assert proc.returncode != 0 and "Error in rule train" in output
     assert list(checkpoints.glob("ckpt-*.pt")), "Snakemake deleted the failed job's checkpoints"
     assert not (work / target).exists()
+    # how far the killed job got: its log beside the checkpoints, as long as the newest one's
+    newest = torch.load(max(checkpoints.glob("ckpt-*.pt")), weights_only=True)
+    with open(progress) as f:
+        assert len(list(csv.DictReader(f))) >= len(newest["log"]) > 0
     resumed = snakemake(work, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     log = (work / "results/smoke/logs/train/table1/mnist-1l-iwae-k5-s1.log").read_text()
     assert "resuming from ckpt-" in log, log
     assert (work / target).exists()
+    finished = (work / target).parent / "train_log.csv"
+    assert finished.read_text() == progress.read_text() and len(finished.read_text().splitlines()) == 1 + 6

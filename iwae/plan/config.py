@@ -260,7 +260,7 @@ class TrainConfig(_Options):
     curve_per_decade: int = _opt(
         0,
         "the bound on the whole training and test sets at this many log-spaced numbers of training samples seen per "
-        "decade, and at the end, written to curve.csv as the run goes (own random stream); 0: never",
+        "decade, and at the end, in curve.csv (checkpoints/curve.csv as the run goes; own random stream); 0: never",
         runtime=True,
     )
     snapshot_stages: bool = _opt(

@@ -1,7 +1,7 @@
 """What happens as a run trains, besides the protocol itself: each a callback the trainer calls
 at fixed moments, in the order it holds them (minGPT's trainer callbacks are the model).
 
-    TrainingLog    train_log.csv, rewritten at most every LOG_SECONDS, at checkpoints and at the end
+    TrainingLog    the epoch log: checkpoints/train_log.csv as the run goes, train_log.csv at its end
     Validation     L_k on validation points every `valid_every` epochs, in the log's valid_bound
     StageSnapshots the parameters at the start and after every stage (`snapshot_stages`)
     ProgressReport the progress bar, or a line per stage
@@ -31,7 +31,7 @@ from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
 from iwae.system.files import write_text
 from iwae.system.progress import Progress
 
-LOG_SECONDS = 5.0  # train_log.csv is written at most this often (and at every checkpoint and the end)
+LOG_SECONDS = 5.0  # the log so far is written at most this often (and at every checkpoint and the end)
 LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "valid_bound"]
 
 
@@ -83,30 +83,34 @@ class Callback:
 
 
 class TrainingLog(Callback):
-    """train_log.csv: one row per epoch (the run's log), rewritten whole."""
+    """The run's log, one row per epoch, rewritten whole: as the run goes, to `progress` (beside
+    the checkpoints, which a workflow manager neither deletes nor restores, so that a killed
+    job's log shows how far it got), and once the run has finished, to `path` (a job's
+    output: Snakemake gives a failed retrain's previous log back with its model)."""
 
-    def __init__(self, path: Path, total_epochs: int):
-        self.path, self.total_epochs = path, total_epochs
+    def __init__(self, path: Path, progress: Path, total_epochs: int):
+        self.path, self.progress, self.total_epochs = path, progress, total_epochs
 
     def start(self, resumed):
         self.written = -math.inf
 
     def after_epoch(self, view, last_of_stage):
         if time.monotonic() - self.written > LOG_SECONDS or view.epochs_done == self.total_epochs:
-            self.write(view.log)  # not after every short epoch
+            self.write(self.progress, view.log)  # not after every short epoch
 
     def after_checkpoint(self, view):
-        self.write(view.log)
+        self.write(self.progress, view.log)
 
     def finish(self, view, record):
-        self.write(view.log)
+        self.write(self.progress, view.log)
+        self.write(self.path, view.log)
 
-    def write(self, log: list[dict]) -> None:
+    def write(self, path: Path, log: list[dict]) -> None:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(log)
-        write_text(self.path, buf.getvalue())
+        write_text(path, buf.getvalue())
         self.written = time.monotonic()
 
 

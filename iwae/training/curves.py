@@ -8,8 +8,8 @@ seed too); with `curve_ml_points` also KW's HMC estimate of the
 marginal likelihood (`iwae.estimators.marginal`) and L_k on that many random training and test points.
 Each point has its own random stream, seeded by the run and the step, so training and
 resumption are unchanged and a point computed again after a resume has the same value.
-Rows go to curve.csv in the run directory as the run goes, and into its checkpoints, so a
-resumed run keeps them.
+Rows go into the run's checkpoints, so a resumed run keeps them, to checkpoints/curve.csv as the
+run goes and to curve.csv in the run directory at its end.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def curve_steps(total_steps: int, batch: int, per_decade: int) -> list[int]:
 
 class LearningCurve(Callback):
     """The curve's points, computed as the run passes them (`after_steps`; graphed steps pause
-    there), kept in its checkpoints and written to curve.csv as the run goes and at its end."""
+    there), kept in its checkpoints, written beside them as the run goes (checkpoints/curve.csv)
+    and to curve.csv at its end (as the epoch log is, `iwae.training.callbacks.TrainingLog`)."""
 
     def __init__(self, run):
         cfg = self.cfg = run.cfg
@@ -60,7 +61,7 @@ class LearningCurve(Callback):
         self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(run.device)] if n else None
         self.model, self.backend, self.objective, self.device = run.model, run.backend, run.objective, run.device
         self.rows: list[dict] = []
-        self.path = run.out_dir / "curve.csv"
+        self.path, self.progress = run.out_dir / "curve.csv", run.store.directory / "curve.csv"
 
     def after_steps(self, view):
         if view.steps_done in self.due_steps:
@@ -73,6 +74,7 @@ class LearningCurve(Callback):
         self.rows = list(kept.get("curve", []))
 
     def finish(self, view, record):
+        write(self.progress, self.rows)
         write(self.path, self.rows)
         record["curve"] = self.rows
 
@@ -102,7 +104,7 @@ class LearningCurve(Callback):
                 row[f"{split}_lk"] = lk.mean().item()
         row["seconds"] = round(time.monotonic() - started, 2)
         self.rows = [r for r in self.rows if r["step"] < step] + [row]
-        write(self.path, self.rows)
+        write(self.progress, self.rows)
 
 
 def write(path, rows: list[dict]) -> None:

@@ -14,6 +14,7 @@ same thread count, ends with bit-identical parameters.
 
 Files in the run directory:
     checkpoints/ckpt-*.pt   the newest two checkpoints (a corrupt newest one falls back)
+    checkpoints/train_log.csv, checkpoints/curve.csv   the log and the curve so far, as the run goes
     train_log.csv           one row per epoch: stage, epoch, lr, objective, seconds, points/s
     curve.csv               the learning curve, where the run keeps one
     model.pt                final parameters, optimizer state and configuration (with
@@ -202,7 +203,7 @@ def callbacks(run: Run, progress: bool | None = None) -> list[Callback]:
         LearningCurve(run) if cfg.curve_per_decade else None,
         Validation(run) if cfg.valid_every else None,
         StageSnapshots(run.model.buffer.data) if cfg.snapshot_stages else None,
-        TrainingLog(run.out_dir / "train_log.csv", cfg.total_epochs),
+        TrainingLog(run.out_dir / "train_log.csv", run.store.directory / "train_log.csv", cfg.total_epochs),
         ProgressReport(run.name, cfg.epochs_per_stage, run.say, progress),
     ) if c is not None]  # fmt: skip
 
