@@ -269,6 +269,10 @@ UNITS = {"nll": "nats of NLL", "units": "active units", "neg_kl": "nats of −KL
          "vs_published": "nats of NLL (ours − the published value)"}  # fmt: skip
 
 
+# the statistics that take one run's difference of two numbers, and which
+SINGLE_RUN = {"gap": "test − training NLL", "curve_gap": "training − test bound"}
+
+
 def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
     """The findings of `experiment` judged on its runs: one row per finding and group."""
     labels = dict(zip(df["dataset"], df["dataset_label"]))
@@ -278,6 +282,8 @@ def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
             compared = f"{_describe(finding.a)} − {_describe(finding.b)}" if finding.b else _describe(finding.a)
             if finding.statistic == "vs_published":
                 compared += f" − {references.SOURCES[source].short}'s value"
+            elif finding.statistic in SINGLE_RUN:  # one run's two numbers: say which
+                compared += f": {SINGLE_RUN[finding.statistic]}"
             interval = DASH if v.low is None else f"[{v.low:+.2f}, {v.high:+.2f}]"
             rows.append([
                 finding.statement, finding.source, _group_label(v.group, labels) or DASH, compared,
