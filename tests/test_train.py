@@ -196,6 +196,16 @@ def test_sigterm_checkpoints_and_resumes(prepared, tmp_path, reference_run):
     assert torch.equal(_params(out), _params(reference_run))
 
 
+def test_the_cost_is_read_against_the_machines_load(reference_run):
+    """Every epoch's seconds come with the machine's load average at its end, and every record
+    with the load when it was written: a run's cost means little without how busy the CPU was."""
+    with open(reference_run / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and all(float(r["seconds"]) > 0 and float(r["load"]) >= 0 for r in rows)
+    environment = json.loads((reference_run / "train.json").read_text())["environment"]
+    assert environment["load"] >= 0 and "logical CPUs" in environment["device_name"]
+
+
 def test_checkpoint_of_another_configuration_is_refused_unless_restarted(prepared, tmp_path, reference_run):
     out = tmp_path / "other"
     proc = _start_and_stop(prepared, out, signal.SIGKILL)

@@ -1,4 +1,5 @@
-"""What produced a number: library versions, device, git revision. Stored in every record."""
+"""What produced a number: library versions, device, git revision, how loaded the machine
+was. Stored in every record."""
 
 from __future__ import annotations
 
@@ -61,6 +62,15 @@ def device_name(device) -> str:
     return f"{model} ({os.cpu_count()} logical CPUs)"
 
 
+def machine_load() -> float | None:
+    """The machine's 1-minute load average (runnable processes, this one included; compare it
+    with the logical CPUs of `device_name`), or None where the system has none."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def environment(device) -> dict:
     import numpy as np
     import torch
@@ -75,5 +85,6 @@ def environment(device) -> dict:
         "device": str(device),
         "device_name": device_name(device),
         "threads": torch.get_num_threads(),
+        "load": machine_load(),  # when the record was written
         "git": git_revision(),
     }

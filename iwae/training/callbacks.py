@@ -32,7 +32,8 @@ from iwae.system.files import write_text
 from iwae.system.progress import Progress
 
 LOG_SECONDS = 5.0  # the log so far is written at most this often (and at every checkpoint and the end)
-LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "valid_bound"]
+# load: the machine's 1-minute load average at the epoch's end, which its seconds are read against
+LOG_COLUMNS = ["stage", "epoch", "stage_epoch", "lr", "objective", "seconds", "points_per_s", "load", "valid_bound"]
 
 
 @dataclass(frozen=True)

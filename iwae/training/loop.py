@@ -28,6 +28,7 @@ import torch
 
 from iwae.plan.config import TrainConfig
 from iwae.system import devices
+from iwae.system.provenance import machine_load
 from iwae.training import checkpoints
 from iwae.training.callbacks import Callback, View
 from iwae.training.checkpoints import InsideEpoch, Position, TrainState
@@ -136,7 +137,8 @@ class Trainer:
         self.epochs_done += 1
         row = {"stage": stage + 1, "epoch": self.epochs_done, "stage_epoch": epoch + 1, "lr": run.opt.lr,
                "objective": mean, "seconds": round(seconds, 4),
-               "points_per_s": round(n * run.cfg.batch_size / max(seconds, 1e-9), 1), "valid_bound": None}  # fmt: skip
+               "points_per_s": round(n * run.cfg.batch_size / max(seconds, 1e-9), 1), "load": machine_load(),
+               "valid_bound": None}  # fmt: skip
         self._call("log_row", self._view(stage, epoch, n), row)
         self.state.log.append(row)
 

@@ -15,7 +15,8 @@ same thread count, ends with bit-identical parameters.
 Files in the run directory:
     checkpoints/ckpt-*.pt   the newest two checkpoints (a corrupt newest one falls back)
     checkpoints/train_log.csv, checkpoints/curve.csv   the log and the curve so far, as the run goes
-    train_log.csv           one row per epoch: stage, epoch, lr, objective, seconds, points/s
+    train_log.csv           one row per epoch: stage, epoch, lr, objective, seconds, points/s,
+                            the machine's load average
     curve.csv               the learning curve, where the run keeps one
     model.pt                final parameters, optimizer state and configuration (with
                             `snapshot_stages`, also the parameters at the start and after each stage)
