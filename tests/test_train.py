@@ -20,6 +20,7 @@ from iwae import models
 from iwae.data import datasets
 from iwae.errors import UserError
 from iwae.estimators.likelihood import dataset_log_likelihood
+from iwae.evaluation.evaluate import unit_variances
 from iwae.models import LayeredModel
 from iwae.models.likelihoods import Bernoulli
 from iwae.plan.architecture import Architecture
@@ -335,8 +336,8 @@ def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
     assert "eval_seed" not in Plan.from_config(config).run("iwaer", "mnist-seed001-iwae-k25-iwae-s1").train_options()
 
     data = datasets.load(prepared["mnist"])
-    as_evaluated = data.binarized_test(7)
-    assert not torch.equal(as_evaluated, data.binarized_test(123))
+    as_evaluated = data.binarized("test", 7)
+    assert not torch.equal(as_evaluated, data.binarized("test", 123))
     cfg = TrainConfig(data=str(prepared["mnist"]), layers="1", k=2, epochs_per_stage=[1], train_subset=100,
                       valid_every=1, valid_k=5, curve_per_decade=1, eval_seed=7, threads=1)  # fmt: skip
     run = build(cfg, tmp_path / "run", quiet=True)
@@ -344,12 +345,23 @@ def test_one_binarisation_seed_for_every_estimate_of_a_run(prepared, tmp_path):
     assert torch.equal(next(c for c in watching if isinstance(c, LearningCurve)).x_test, as_evaluated)
     validation = next(c for c in watching if isinstance(c, Validation))
     assert torch.equal(validation.x, datasets.binarize(data.valid, torch.Generator().manual_seed(7)))
+    assert torch.equal(validation.x, data.binarized("valid", 7))
     train_run(run, progress=False)
     result = run_cli("evaluate", "--run", tmp_path / "run", "--k", "5", "--test-points", "10", "--valid-points", "0",
                      "--active-points", "20", "--seed", "7", "--threads", "1", "--quiet")  # fmt: skip
     assert result.returncode == 0, result.stderr
     run = iwae.load_run(tmp_path / "run")
     assert run.eval["eval_seed"] == 7 and torch.equal(run.test_set(), as_evaluated)
+    # the active units: the training points' bits from the same seed, whichever estimates ran
+    # before them (here L_k on validation and training points too)
+    more = run_cli("evaluate", "--run", tmp_path / "run", "--k", "5", "--test-points", "10", "--valid-points", "30",
+                   "--train-points", "20", "--active-points", "20", "--seed", "7", "--threads", "1", "--quiet",
+                   "--out", tmp_path / "more.json")  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    units = json.loads((tmp_path / "more.json").read_text())["active_units"]
+    assert units == run.eval["active_units"] and units["seed"] == 7
+    counted = unit_variances(run.model, data.binarized("train", 7)[:20], torch.Generator().manual_seed(7))
+    assert [v.tolist() for v in counted] == units["variances"]
 
 
 @pytest.mark.parametrize("batches", [2, 15])

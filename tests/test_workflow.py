@@ -296,6 +296,14 @@ def test_smoke_publishes_a_folder_that_verifies(smoke, tmp_path):
     verified = run_cli("verify", folder, "--points", "20", "--threads", "1", cwd=work)
     assert verified.returncode == 0, verified.stdout[-3000:] + verified.stderr[-3000:]
     assert "largest difference" in verified.stdout and verified.stdout.strip().endswith("verified")
+    # the active units counted again, a second layer's too (its points' sample from the recorded seed)
+    assert "ok mnist-2l-iwae-k5-s1: active units" in verified.stdout
+    two_layers = folder / "runs/table1/mnist-2l-iwae-k5-s1/eval.json"
+    record = json.loads(two_layers.read_text())
+    record["active_units"]["per_layer"][1] += 1
+    two_layers.write_text(json.dumps(record))
+    miscounted = run_cli("verify", folder, "--points", "20", "--threads", "1", cwd=work)
+    assert miscounted.returncode == 2 and "mismatch: mnist-2l-iwae-k5-s1: active units" in miscounted.stdout
     (folder / "runs/table1/mnist-1l-vae-k1-s1/eval.json").write_text(
         (folder / "runs/table1/mnist-1l-vae-k1-s1/eval.json")
         .read_text()

@@ -119,12 +119,16 @@ class Data:
         after it (what seed 000 and nbip/IWAE trained on)."""
         return torch.cat([self.train, self.valid]) if split == "train+valid" else getattr(self, split)
 
-    def binarized_test(self, seed: int, grey_levels: bool = False) -> Tensor:
-        """The test set as evaluation sees it: binarised once, first, from a CPU stream seeded
-        `seed` (evaluation's), unless the data are continuous or a run models grey levels."""
+    def binarized(self, split: str, seed: int, grey_levels: bool = False) -> Tensor:
+        """A split as every estimate sees it (evaluation, validation, learning curves, figures):
+        binarised once from a CPU stream of its own seeded `seed` (evaluation's), so that a
+        point's bits depend on the seed, its split and its row alone, on no device and on no
+        other estimate drawn before; the first n rows get the bits that binarising only them
+        would give. Unchanged where the data are continuous or a run models grey levels."""
+        x = self.points(split)
         if self.dynamic and not grey_levels:
-            return binarize(self.test.cpu(), torch.Generator().manual_seed(seed)).to(self.test.device)
-        return self.test
+            return binarize(x.cpu(), torch.Generator().manual_seed(seed)).to(x.device)
+        return x
 
     @property
     def classes(self) -> int:

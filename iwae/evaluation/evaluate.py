@@ -13,11 +13,14 @@ images are the cleaner, easier half), so the first N points are a biased sample.
 
 A latent unit u is active if Cov_x(E_q[u | x]) > 0.01 (Burda et al., section 5.2), computed
 on the first 500 training points as in the official code; for a layer above the first, the
-posterior mean is taken given one sample of the layer below.
+posterior mean is taken given one sample of the layer below. The points' bits and those samples
+come from streams of their own seeded by the evaluation's seed, so that the count is the same
+whichever other estimates an evaluation makes (`iwae verify` counts again from them).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -81,20 +84,18 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
             f"{data_path}: dataset {data.meta['dataset']!r}, but {model_path} was trained on {state['dataset']!r}"
         )
     _check_sizes(cfg, data, state["config"])
-    # binarisations come from a CPU stream, so the test set is the same on every device;
-    # the samples come from a stream on the device
-    bits = torch.Generator().manual_seed(cfg.seed)
+    # each split is binarised from a CPU stream of its own (`Data.binarized`), so a point has the
+    # same bits on every device, whatever the subset's size and whichever estimates run; the
+    # samples come from a stream on the device
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-
     grey_levels = bool(state["config"].get("grey_levels", False))  # seed 002's runs: never binarised
 
-    def binary(x: Tensor) -> Tensor:
-        return datasets.binarize(x.cpu(), bits).to(dev) if data.dynamic and not grey_levels else x
+    @functools.cache
+    def binary(split: str) -> Tensor:
+        return data.binarized(split, cfg.seed, grey_levels)
 
-    # the whole test set is binarised, then subsampled: a point gets the same bits in every
-    # evaluation, whatever the subset's size
     test_points = subset(data.test.shape[0], cfg.test_points).to(dev)
-    test_set = binary(data.test)  # once: every analysis below sees the same bits of a point
+    test_set = binary("test")  # once: every analysis below sees the same bits of a point
     x_test = test_set[test_points]
     # a conditional model is evaluated given each point's label: L_k of log p(x | y)
     conditional = getattr(model, "condition_dim", 0) > 0
@@ -120,7 +121,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
         # drawn from the training points the run saw (its train_subset, if any)
         seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
         rows = subset(seen, cfg.train_points).to(dev)
-        x_train = binary(data.train[:seen][rows])
+        x_train = binary("train")[:seen][rows]
         record["train"] = _summary(
             dataset_log_likelihood(backend, x_train, k, gen, batch, chunk, condition=labels("train", rows))
         )
@@ -128,7 +129,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
     held_out = state["config"].get("train_split", "train") == "train"  # else the run trained on it
     if cfg.valid_points and data.valid.shape[0] and held_out:
         rows = subset(data.valid.shape[0], cfg.valid_points).to(dev)
-        x_valid = binary(data.valid)[rows]
+        x_valid = binary("valid")[rows]
         record["valid"] = _summary(
             dataset_log_likelihood(backend, x_valid, k, gen, batch, chunk, condition=labels("valid", rows))
         )
@@ -141,9 +142,12 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
         record["posterior"] = posterior_on_grids(model, backend, test_set, cfg, gen, chunk)
     if cfg.snis_samples:
         record["layers"] = latent_layers(model, test_set, data, cfg, gen)
+    # from streams of their own: the count is the same whichever estimates ran before it
     rows = torch.arange(min(cfg.active_points, data.train.shape[0]), device=dev)
-    variances = unit_variances(model, binary(data.train[: cfg.active_points]), gen, labels("train", rows))
+    units_gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    variances = unit_variances(model, binary("train")[: cfg.active_points], units_gen, labels("train", rows))
     record["active_units"] = {
+        "seed": cfg.seed,  # of the points' bits and of the samples of the layers below the top
         "threshold": ACTIVE_THRESHOLD,
         "points": min(cfg.active_points, data.train.shape[0]),
         "per_layer": [int((v > ACTIVE_THRESHOLD).sum()) for v in variances],
@@ -187,7 +191,7 @@ def marginal_likelihoods(model, backend, data, binary, test_set, state: dict, cf
     difference, the sampler's acceptance rate)."""
     seen = min(state["config"].get("train_subset") or data.train.shape[0], data.train.shape[0])
     out = {"hmc": vars(HMCConfig())}
-    for split, x, n in (("train", binary(data.train[:seen]), seen), ("test", test_set, data.test.shape[0])):
+    for split, x, n in (("train", binary("train")[:seen], seen), ("test", test_set, data.test.shape[0])):
         points = x[subset(n, cfg.hmc_points).to(x.device)]
         hmc, stats = log_marginal(model, points, HMCConfig(), gen)
         lk = dataset_log_likelihood(backend, points, cfg.k, gen, cfg.batch, chunk)

@@ -95,7 +95,7 @@ class Run:
             if not found:
                 raise UserError(f"run {self.name}: its dataset {path} is neither here nor above the run; pass data=")
             path = found[0]
-        return datasets.load(path).binarized_test(seed, self.config.get("grey_levels", False)).to(self.device)
+        return datasets.load(path).binarized("test", seed, self.config.get("grey_levels", False)).to(self.device)
 
 
 def load_run(path: str | Path, device: str | torch.device = "cpu") -> Run:

@@ -138,7 +138,8 @@ def latents(model_path: Path, data_path: Path, stem: Path, points: int = 5000) -
     data = datasets.load(Path(data_path))
     labels = data.labels_of("test")
     chosen = subset(data.test.shape[0], points)
-    x = data.binarized_test(_test_seed(model_path, state["config"]), state["config"].get("grey_levels", False))[chosen]
+    seed, grey = _test_seed(model_path, state["config"]), state["config"].get("grey_levels", False)
+    x = data.binarized("test", seed, grey)[chosen]
     mu = model.posterior_means(x, torch.Generator().manual_seed(0))[-1].numpy()
     y = labels[chosen].numpy()
     fig, ax = plt.subplots(figsize=(6, 5.4))
@@ -220,7 +221,7 @@ def posterior(model_path: Path, data_path: Path, stem: Path, digits: int = 4, sa
     if model.architecture.latent_sizes != [2] or model.architecture.n_stochastic != 1:
         raise UserError(f"{model_path}: the posterior figure needs one stochastic layer of 2 units")
     data = datasets.load(Path(data_path))
-    test = data.binarized_test(_test_seed(model_path, load_model_file(Path(model_path))["config"]))
+    test = data.binarized("test", _test_seed(model_path, load_model_file(Path(model_path))["config"]))
     chosen = subset(test.shape[0], digits).tolist()
     g = torch.Generator().manual_seed(0)
     shape = data.image_shape
@@ -283,7 +284,7 @@ def pca(model_path: Path, data_path: Path, stem: Path, samples: int = 10, points
     model = load_model(Path(model_path))
     data = datasets.load(Path(data_path))
     chosen = subset(data.test.shape[0], points)
-    x = data.binarized_test(_test_seed(model_path, load_model_file(Path(model_path))["config"]))[chosen]
+    x = data.binarized("test", _test_seed(model_path, load_model_file(Path(model_path))["config"]))[chosen]
     labels = data.labels_of("test")[chosen]
     layers = snis_means(model, x, samples, torch.Generator().manual_seed(0))
     fig, axes = plt.subplots(1, len(layers), figsize=(5.2 * len(layers), 4.6), squeeze=False)
@@ -355,7 +356,7 @@ def reconstructions(model_paths: list[Path], data_path: Path, stem: Path, images
 
     runs = _by_latent(model_paths)
     data = datasets.load(Path(data_path))
-    test = data.binarized_test(_test_seed(runs[0][0], runs[0][3]), runs[0][3].get("grey_levels", False))
+    test = data.binarized("test", _test_seed(runs[0][0], runs[0][3]), runs[0][3].get("grey_levels", False))
     x = test[subset(data.test.shape[0], images)]
     rows = [x.numpy()] + [model.reconstruct(x, torch.Generator().manual_seed(0)).numpy() for _, _, model, _ in runs]
     return _rows_figure(rows, ["test images"] + [f"Nz = {z}" for _, z, _, _ in runs], data,

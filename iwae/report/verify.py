@@ -8,13 +8,17 @@ Three checks, each where DIR holds what it needs:
 3. the numbers: each run whose model is there is evaluated again on the first `points` of the
    test points its eval.json records, in the order and with the seed and the random draws of
    that evaluation (the first points need no draws of the others), and every point's L_k is
-   compared with the recorded one.
+   compared with the recorded one; and its active units are counted again on the training
+   points and with the seed its eval.json records, every unit's variance compared with the
+   recorded one (records written before the count had random streams of its own, whose
+   bits hung on the estimates drawn before it, are said to be not recounted).
 
 Tolerance: on the same CPU model, thread count and PyTorch version as the evaluation, a value
 must equal the record's to its rounding (4 decimals: 1e-4); elsewhere floating-point sums
 may round differently, and a point may differ by at most 0.01 nats. The verdict per run and
 in all: exit 0 where everything matches, 2 where a digest, a table or a number does not (one
-line on stderr names the first mismatch).
+line on stderr names the first mismatch). A unit's variance of posterior means must equal the
+record's to 1e-8 on the same machine and 1e-4 elsewhere, and the count must be the recorded one.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from iwae.report.publish import MANIFEST
 
 SAME_MACHINE_TOL = 1e-4 + 1e-9  # the record's rounding (4 decimals)
 OTHER_MACHINE_TOL = 1e-2  # nats per point: other kernels, other sums
+UNITS_TOL = {True: 1e-8, False: 1e-4}  # a unit's variance, on the same machine or another
 
 
 @dataclass
@@ -150,7 +155,7 @@ def _check_run(run: Path, outcome: Outcome, points: int, data_dir: Path, device:
         raise UserError(f"{data_path}: made from other raw files than the dataset {run.name} was evaluated on")
     grey = bool(state["config"].get("grey_levels", False))
     rows = subset(data.test.shape[0], cfg.test_points).to(dev)
-    x = data.binarized_test(seed, grey)[rows]
+    x = data.binarized("test", seed, grey)[rows]
     condition = data.one_hot_labels("test")[rows].to(dev) if getattr(model, "condition_dim", 0) else None
     # whole batches: the first n points see exactly the draws they saw in the evaluation
     n = min(len(recorded), math.ceil(points / cfg.batch) * cfg.batch)
@@ -168,6 +173,34 @@ def _check_run(run: Path, outcome: Outcome, points: int, data_dir: Path, device:
     where = "the same CPU, threads and PyTorch" if same else "another machine"
     line = f"{run.name}: {n} points, largest difference {worst:.2e} nats (tolerance {tol:.0e}, {where})"
     if worst <= tol:
+        outcome.say(f"ok {line}")
+    else:
+        outcome.fail(line)
+    _check_units(run, record.get("active_units"), model, data, dev, grey, same, outcome)
+
+
+def _check_units(run: Path, units: dict | None, model, data, dev, grey: bool, same: bool, outcome: Outcome) -> None:
+    """The active units counted again, as evaluation counts them (`iwae.evaluation.evaluate`)."""
+    import torch
+
+    from iwae.evaluation.evaluate import unit_variances
+
+    if not units:
+        return
+    if "seed" not in units:
+        outcome.say(f"{run.name}: active units not recounted (counted before the count had streams of its own)")
+        return
+    rows = torch.arange(units["points"], device=dev)
+    x = data.binarized("train", units["seed"], grey)[rows]
+    condition = data.one_hot_labels("train")[rows].to(dev) if getattr(model, "condition_dim", 0) else None
+    variances = unit_variances(model, x, torch.Generator(device=dev).manual_seed(units["seed"]), condition)
+    counts = [int((v > units["threshold"]).sum()) for v in variances]
+    worst = max(abs(a - b) for v, r in zip(variances, units["variances"]) for a, b in zip(v.tolist(), r))
+    tol = UNITS_TOL[same]
+    line = (f"{run.name}: active units {'+'.join(map(str, counts))} on {units['points']} training points "
+            f"(recorded {'+'.join(map(str, units['per_layer']))}), largest difference in a unit's variance "
+            f"{worst:.1e} (tolerance {tol:.0e})")  # fmt: skip
+    if counts == units["per_layer"] and worst <= tol:
         outcome.say(f"ok {line}")
     else:
         outcome.fail(line)

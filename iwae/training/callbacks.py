@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from iwae.data import datasets
 from iwae.data.datasets import subset
 from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
 from iwae.system.files import write_text
@@ -117,16 +116,14 @@ class TrainingLog(Callback):
 
 class Validation(Callback):
     """The mean L_k (`valid_k`) over validation points, every `valid_every` epochs and at the
-    end: the log's valid_bound. The points are binarised once, as the test set is in
-    evaluation (its seed, `eval_seed`; a CPU stream), a random subset if asked; each estimate
+    end: the log's valid_bound. The points have the bits evaluation gives them
+    (`Data.binarized`, its seed `eval_seed`), a random subset if asked; each estimate
     draws from a stream of its own (seeded by the run and the epoch), so that neither training
     nor resumption sees it."""
 
     def __init__(self, run):
         cfg = self.cfg = run.cfg
-        x = run.data.valid
-        if run.binarize:
-            x = datasets.binarize(x.cpu(), torch.Generator().manual_seed(cfg.eval_seed)).to(run.device)
+        x = run.data.binarized("valid", cfg.eval_seed, not run.binarize)
         chosen = subset(x.shape[0], cfg.valid_points).to(run.device)
         self.x = x[chosen]
         self.condition = run.data.one_hot_labels("valid")[chosen] if run.c is not None else None

@@ -21,7 +21,6 @@ import time
 
 import torch
 
-from iwae.data import datasets
 from iwae.data.datasets import subset
 from iwae.estimators.likelihood import dataset_log_likelihood, default_chunk
 from iwae.estimators.marginal import HMCConfig, log_marginal
@@ -53,9 +52,9 @@ class LearningCurve(Callback):
         self.n_batches = run.n_batches
         self.due_steps = set(curve_steps(cfg.total_epochs * run.n_batches, cfg.batch_size, cfg.curve_per_decade))
         self.pauses = tuple(sorted(self.due_steps))
-        bits = torch.Generator().manual_seed(cfg.eval_seed)
-        self.x_train = datasets.binarize(run.x.cpu(), bits).to(run.device) if run.binarize else run.x
-        self.x_test = run.data.binarized_test(cfg.eval_seed, not run.binarize)
+        # the run's training points (a prefix of its split) with the bits evaluation gives them
+        self.x_train = run.data.binarized(cfg.train_split, cfg.eval_seed, not run.binarize)[: run.x.shape[0]]
+        self.x_test = run.data.binarized("test", cfg.eval_seed, not run.binarize)
         n = cfg.curve_ml_points
         self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(run.device)] if n else None
         self.ml_test = self.x_test[subset(self.x_test.shape[0], n).to(run.device)] if n else None
