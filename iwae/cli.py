@@ -386,7 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data", help="prepared dataset (the figures drawn from models)")
     q.add_argument("--out-stem", required=True, help="output path without extension")
     q.add_argument("--seed", type=int, default=0, help="seed of the drawn samples (samples)")
-    q = parts.add_parser("summary", help="one row per run: summary.csv and its Markdown rendering")
+    q = parts.add_parser(
+        "summary", help="one row per run: summary.csv and its Markdown rendering; cost.md|tex|html beside it"
+    )
     q.add_argument("--evals", nargs="+", type=Path, required=True)
     q.add_argument("--out-csv", default=f"{paths.tables()}/summary.csv")
     q.add_argument("--out-md", default=f"{paths.tables()}/summary.md")

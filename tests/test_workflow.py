@@ -348,6 +348,13 @@ def test_smoke_vs_paper_and_summary(smoke):
         summary = list(csv.DictReader(f))
     assert len(summary) == 20 + 2 + 10 + 5 + 6 + 5 + 7 + 2 + 3 + 1  # every run of every experiment
     assert all(r["git_revision"] and r["device"] and float(r["nll"]) > 0 for r in summary)
+    # what each run cost, from its records: one row per run and the sum of its hours
+    cost = _markdown_rows(work / "results/smoke/tables/cost.md")
+    assert [r[1] for r in cost[:-1]] == [r["run"] for r in summary]
+    assert cost[-1][:2] == ["all runs", f"{len(summary)} runs"]
+    assert all(float(r[5]) > 0 and float(r[8]) > 0 for r in cost[:-1])  # seconds per epoch, load
+    hours = sum(float(r["train_seconds"]) for r in summary) / 3600
+    assert math.isclose(float(cost[-1][6]), hours, abs_tol=1e-3)
     record = json.loads((work / "results/smoke/runs/table1/mnist-2l-iwae-k5-s1/eval.json").read_text())
     assert record["training"]["config"]["layers"] == "2" and record["training"]["config"]["seed"] == 1
     assert record["environment"]["torch"] and record["training"]["train_seconds"] > 0

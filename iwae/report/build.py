@@ -98,6 +98,8 @@ def summary(evals: list[Path], out_csv: Path, out_md: Path) -> None:
     table = tables.summary(df)
     write_text(out_md, table.markdown("All runs"))
     write_text(Path(out_md).with_suffix(".html"), table.html("All runs: one row per run, with its revisions"))
+    # beside it, what each run cost: on what machine, how long, how loaded
+    tables.cost(df).write(Path(out_md).with_name("cost"), "What each run cost, where it ran")
 
 
 def report_document(tables_: list[Path], figures_: list[Path], out: Path, titles: dict[str, str] | None = None) -> None:

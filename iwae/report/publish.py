@@ -3,7 +3,7 @@
 `publish` copies from a results root into results/published/<name>/:
 
     tables/            every table, its comparison with the published values and its findings
-                       (.md, .tex, .html), summary.csv|md|html
+                       (.md, .tex, .html), summary.csv|md|html, cost.md|tex|html
     figures/           every figure as PNG, as under the results root
     runs/<experiment>/<run>/   eval.json, train.json, train_log.csv, curve.csv (and model.pt
                        where the configuration publishes its models)

@@ -7,13 +7,16 @@
     bounds       Rainforth et al.'s comparison: objectives as columns; IWAE-64, log p(x)
                  and -KL(Q||P) as rows
     summary      one row per run
+    cost         one row per run: where it ran, seconds per epoch, hours, evaluation minutes, load
 The follow-up papers' tables are in `iwae.report.followups`; every table is a `Table`
 (`iwae.report.render`).
 """
 
 from __future__ import annotations
 
+import csv
 import math
+import statistics
 from pathlib import Path
 
 import pandas as pd
@@ -342,3 +345,43 @@ def summary(df: pd.DataFrame) -> Table:
         for r in df[cols].itertuples(index=False)
     ]
     return Table(cols, rows)
+
+
+def cost(df: pd.DataFrame) -> Table:
+    """What each run cost where it ran, from its records: the median seconds of its epochs
+    and the median 1-minute load average at their ends (its train_log.csv, where the records
+    have one), the hours of training and minutes of evaluation its train.json and eval.json
+    measured, and the machine (logical CPUs) and threads. The last row sums the hours."""
+    cols = ["experiment", "run", "device", "threads", "epochs", "s / epoch", "training (h)", "evaluation (min)",
+            "load"]  # fmt: skip
+    rows = []
+    for r in df.itertuples():
+        env = r.record["training"].get("environment") or r.record["environment"]
+        seconds, load = _epoch_medians(Path(r.run_dir) / "train_log.csv")
+        rows.append([r.experiment, r.run, str(r.device), str(env.get("threads", DASH)), str(r.epochs),
+                     number(seconds), f"{r.train_seconds / 3600:.3f}", f"{r.eval_seconds / 60:.1f}",
+                     number(load)])  # fmt: skip
+    rows.append(["all runs", f"{len(df)} runs", "", "", "", "", f"{df['train_seconds'].sum() / 3600:.3f}",
+                 f"{df['eval_seconds'].sum() / 60:.1f}", ""])  # fmt: skip
+    notes = [
+        "s / epoch: the median of the run's epochs (train_log.csv); training (h): train.json's train_seconds, "
+        "every resumption's epochs included; evaluation (min): eval.json's eval_seconds",
+        "load: the median over epochs of the 1-minute load average at an epoch's end, this run included: "
+        "read it against the device's logical CPUs (a load above them means runs shared the cores); "
+        f"{DASH} where the log predates the column",
+    ]
+    return Table(cols, rows, midrules=[len(rows) - 1], notes=notes)
+
+
+def _epoch_medians(log: Path) -> tuple[float, float]:
+    """The median seconds per epoch and the median load of a run's epoch log (NaN where absent)."""
+    if not log.is_file():
+        return math.nan, math.nan
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    def median(column: str) -> float:
+        values = [float(r[column]) for r in rows if r.get(column)]
+        return statistics.median(values) if values else math.nan
+
+    return median("seconds"), median("load")

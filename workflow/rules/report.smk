@@ -273,6 +273,13 @@ rule summary:
             caption="../report/summary.rst",
             category="All runs",
         ),
+        cost_md=f"{RESULTS}/tables/cost.md",
+        cost_tex=f"{RESULTS}/tables/cost.tex",
+        cost_html=report(
+            f"{RESULTS}/tables/cost.html",
+            caption="../report/cost.rst",
+            category="All runs",
+        ),
     log:
         f"{RESULTS}/logs/report/summary.log",
     localrule: True
