@@ -71,7 +71,7 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     state = load_model_file(Path(model_path))
     model = from_state(state["model"])
     data = datasets.load(Path(data_path))
-    shape, binary = data.image_shape, data.dynamic and not state["config"].get("grey_levels", False)
+    shape, grey = data.image_shape, state["config"].get("grey_levels", False)
     g = torch.Generator().manual_seed(seed)
     chosen = subset(data.test.shape[0], 32)  # test files can be sorted by class
     classes = getattr(model, "condition_dim", 0)
@@ -79,8 +79,7 @@ def samples(model_path: Path, data_path: Path, stem: Path, seed: int = 0) -> lis
     if classes:
         given = {"condition": torch.eye(classes)[torch.arange(64) % classes]}
     drawn = model.sample(64, g, **given).numpy()
-    x = data.test[chosen]
-    x = datasets.binarize(x, g) if binary else x
+    x = data.binarized("test", _test_seed(model_path, state["config"]), grey)[chosen]  # as evaluated
     if classes:
         given = {"condition": torch.eye(classes)[data.labels_of("test")[chosen]]}
     rec = model.reconstruct(x, g, **given).numpy()
