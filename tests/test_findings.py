@@ -108,8 +108,11 @@ def test_a_shared_run_fills_the_cell_a_finding_compares(tmp_path):
 
 
 def test_a_published_single_number_is_read_against_our_seeds(tmp_path):
-    """seed 000's IWAE k = 5 (87.02) against three seeds of ours: a gap beyond the t-interval
-    of our seeds holds; one inside it is not resolved."""
+    """seed 000's IWAE k = 5 (87.02), one run, against three seeds of ours: a gap beyond where
+    a fourth seed of ours would fall (t · sd · √(1 + 1/n)) holds; one inside it is not
+    resolved, even where our mean's own interval excludes seed 000's value; with one seed of
+    ours there is no spread to read it by."""
+    from scipy import stats
 
     def runs(root, nlls):
         out = []
@@ -121,8 +124,19 @@ def test_a_published_single_number_is_read_against_our_seeds(tmp_path):
     finding = registry.FINDINGS["seed000-gap-iwae-k5"]
     far = findings.judge(finding, findings.frame(runs(tmp_path / "far", [89.0, 88.9, 89.1]), "seed000"), "seed000")
     assert far[0].verdict == "holds" and far[0].mean == pytest.approx(89.0 - 87.02)
+    half = stats.t.ppf(0.975, 2) * 0.1 * math.sqrt(1 + 1 / 3)
+    assert far[0].low == pytest.approx(far[0].mean - half) and far[0].high == pytest.approx(far[0].mean + half)
     near = findings.judge(finding, findings.frame(runs(tmp_path / "near", [86.0, 88.0, 87.5]), "seed000"), "seed000")
     assert near[0].verdict == "not resolved" and near[0].low < 0 < near[0].high
+    # 1.5 nats with sd 0.4: our mean is above 87.02 (t-interval [0.51, 2.49]), but a fourth seed
+    # of ours could land at seed 000's value
+    spread = runs(tmp_path / "spread", [88.12, 88.52, 88.92])
+    (within,) = findings.judge(finding, findings.frame(spread, "seed000"), "seed000")
+    assert within.verdict == "not resolved" and within.low < 0 < within.high
+    (one,) = findings.judge(finding, findings.frame(spread[:1], "seed000"), "seed000")
+    assert one.verdict == "not resolved" and "seed-to-seed spread" in one.why and one.mean == pytest.approx(1.1)
+    table = findings.table(findings.frame(spread[:1], "seed000"), "seed000", "seed000")
+    assert any("one more of our seeds" in note for note in table.notes)
 
 
 def test_published_sizes_come_from_the_sources():

@@ -4,7 +4,9 @@ The rule, written where the table is read (its notes): per group, the difference
 the finding's statistic is taken run by run of the same seed. With one seed its 95 % interval
 is the difference ± 1.96 standard errors over the test points it was computed on (the noise
 of evaluation, not of training); with several seeds it is a t-interval over the seeds'
-differences (the spread of training). The finding **holds** where the difference has the
+differences (the spread of training); against a published value of one run ('vs_published'),
+the prediction interval of one more seed (t · sd · √(1 + 1/n)), and with one seed no verdict.
+The finding **holds** where the difference has the
 expected sign and the interval excludes zero, is **contradicted** where the difference has
 the opposite sign and the interval excludes zero, and is **not resolved** otherwise (a
 finding that expects a difference of either sign, '≠', holds where the interval excludes zero). Counts
@@ -129,13 +131,18 @@ def _judge_group(finding: registry.Finding, df: pd.DataFrame, group: dict, sourc
 def _verdict(finding, group, differences: list[Difference], published) -> Verdict:
     values = np.array([d.value for d in differences])
     mean, n = float(values.mean()), len(values)
+    if finding.statistic == "vs_published" and n == 1:  # one run against one run: no spread to read it by
+        return Verdict(finding, group, n, mean, published=published, why=ONE_SEED)
     if n == 1:
         se = differences[0].stderr
         half = 0.0 if se is None else Z95 * se
     else:
         from scipy import stats
 
-        half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
+        # a published single run is one more draw of training, not a mean: where one more of
+        # our seeds would fall (the prediction interval), not where our mean lies
+        widen = math.sqrt(1 + n) if finding.statistic == "vs_published" else 1.0
+        half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) * widen)
     low, high = mean - half, mean + half
     sign = {"<": -1, ">": 1, "≠": 0}[finding.expect]
     if (low > 0 or high < 0) and (mean * sign > 0 or sign == 0):  # '≠': either sign
@@ -269,6 +276,8 @@ UNITS = {"nll": "nats of NLL", "units": "active units", "neg_kl": "nats of −KL
          "vs_published": "nats of NLL (ours − the published value)"}  # fmt: skip
 
 
+ONE_SEED = "one seed: the seed-to-seed spread it is read against is unknown"
+
 # the statistics that take one run's difference of two numbers, and which
 SINGLE_RUN = {"gap": "test − training NLL", "curve_gap": "training − test bound"}
 
@@ -300,6 +309,10 @@ def table(df: pd.DataFrame, experiment: str, source: str = "paper") -> Table:
         "that excludes zero; not resolved: otherwise, or where the runs are missing",
         "published: the same difference in the finding's source, where it gives numbers",
     ]
+    if any(f.statistic == "vs_published" for f in registry.for_experiment(experiment)):
+        notes.insert(2, "ours − a published value of one run: with several seeds, the 95 % interval is where one "
+                     "more of our seeds would fall (t · sd · √(1 + 1/n)), the published run being one more draw of "
+                     "training; with one seed, not resolved")  # fmt: skip
     units = sorted({UNITS[f.statistic] for f in registry.for_experiment(experiment)})
     notes.append("units: " + "; ".join(units))
     columns = ["finding", "source", "group", "A − B", "seeds", "difference", "95 % interval", "published",

@@ -135,6 +135,7 @@ def _tex(text: str) -> str:
     for a, b in (
         ("±", r"$\pm$"), ("—", "---"), ("–", "--"), ("→", r"$\to$"), ("β", r"$\beta$"), ("−", "$-$"),
         ("†", r"$^\dagger$"), ("‡", r"$^\ddagger$"), ("≠", r"$\neq$"), ("‖", r"$\|$"), ("p̂", r"$\hat{p}$"), ("×", r"$\times$"), ("ö", r"\"{o}"),
+        ("·", r"$\cdot$"), ("√", r"$\surd$"),
     ):  # fmt: skip
         text = text.replace(a, b)
     if not text.isascii():
