@@ -265,6 +265,13 @@ def published(
     return found.nll.get(cell), found.units.get(cell), same
 
 
+# Models a source publishes in place of the paper's, of the same family with another size: nbip's
+# "one stochastic layer" has 100 latent units where the paper's has 50. A comparison table sets
+# their values beside ours marked with their architecture, for orientation; they are never a
+# reference, a difference or a finding's published size.
+SIBLINGS = {"200-200-50": ("200-200-100",)}
+
+
 def others(source: str, dataset: str, architecture: str, objective: str, k: int, model: str = "unconditional"):
     """[(source name, NLL)] of every other source with a value for this cell."""
     out = []
@@ -273,4 +280,18 @@ def others(source: str, dataset: str, architecture: str, objective: str, k: int,
             nll = published(name, dataset, architecture, objective, k, model)[0]
             if nll is not None:
                 out.append((name, nll))
+    return out
+
+
+def siblings(source: str, dataset: str, architecture: str, objective: str, k: int, model: str = "unconditional"):
+    """[(source name, NLL, its architecture)] of every source other than `source` with no value for
+    this cell but one for a sibling model (SIBLINGS)."""
+    out = []
+    for name in SOURCES:
+        if name == source or published(name, dataset, architecture, objective, k, model)[0] is not None:
+            continue
+        for spec in SIBLINGS.get(architecture, ()):
+            nll = published(name, dataset, spec, objective, k, model)[0]
+            if nll is not None:
+                out.append((name, nll, spec))
     return out

@@ -204,14 +204,16 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
     keys = ["dataset", "layers", "architecture", "objective", "k", "condition", "prior"]
     agg = aggregate(df.assign(condition=df["condition"].fillna("none"), prior=df["prior"].fillna("standard")), keys)
 
-    rows, any_proxy, cited = [], False, [source]
+    rows, any_proxy, cited, sibling_specs = [], False, [source], set()
     for c in agg.itertuples():
         model = references.model_of(c.condition, c.prior)
         ref, ref_units, same = references.published(source, c.dataset, c.architecture, c.objective, c.k, model)
         mark = "" if same else "†"
         any_proxy |= bool(mark and ref)
         besides = references.others(source, c.dataset, c.architecture, c.objective, c.k, model)
-        cited += [name for name, _ in besides if name not in cited]
+        near = references.siblings(source, c.dataset, c.architecture, c.objective, c.k, model)
+        cited += [name for name, *_ in besides + near if name not in cited]
+        sibling_specs |= {spec for *_, spec in near}
         paper_arch = c.layers in ARCHITECTURES and ARCHITECTURES[c.layers].spec() == c.architecture
         rows.append(
             [
@@ -220,10 +222,16 @@ def vs_paper(df: pd.DataFrame, source: str = "paper") -> Table:
                 number(c.nll, c.nll_sd, c.n), number(ref) + mark if ref else DASH,
                 f"{c.nll - ref:+.2f}" if ref else DASH,
                 c.active_units, (ref_units + mark) if ref_units else DASH,
-                "; ".join(f"{references.SOURCES[name].short} {nll:.2f}{mark}" for name, nll in besides) or DASH,
+                "; ".join([*(f"{references.SOURCES[name].short} {nll:.2f}{mark}" for name, nll in besides),
+                           *(f"{references.SOURCES[name].short} {nll:.2f}{mark} ({spec})" for name, nll, spec in near)])
+                or DASH,
             ]
         )  # fmt: skip
     notes = [f"difference = ours − {main.name}: positive means a worse (higher) NLL"]
+    if sibling_specs:
+        notes.append(f"other published NLL with an architecture ({', '.join(sorted(sibling_specs))}): that source's "
+                     "model in place of this cell's, the same family with another latent size; for orientation, "
+                     "not a difference")  # fmt: skip
     notes += protocol_notes(df, main.epochs, reference=main.name, caveats=any_proxy) + _model_notes(df)
     notes += [references.SOURCES[name].line(set(df["dataset"])) for name in cited]
     cols = [
