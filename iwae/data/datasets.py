@@ -119,13 +119,14 @@ class Data:
         after it (what seed 000 and nbip/IWAE trained on)."""
         return torch.cat([self.train, self.valid]) if split == "train+valid" else getattr(self, split)
 
-    def binarized(self, split: str, seed: int, grey_levels: bool = False) -> Tensor:
+    def binarized(self, split: str, seed: int, grey_levels: bool = False, rows: int | None = None) -> Tensor:
         """A split as every estimate sees it (evaluation, validation, learning curves, figures):
         binarised once from a CPU stream of its own seeded `seed` (evaluation's), so that a
         point's bits depend on the seed, its split and its row alone, on no device and on no
         other estimate drawn before; the first n rows get the bits that binarising only them
-        would give. Unchanged where the data are continuous or a run models grey levels."""
-        x = self.points(split)
+        would give, so `rows` (the first rows only) binarises no more than it returns. Unchanged
+        where the data are continuous or a run models grey levels."""
+        x = self.points(split)[:rows]
         if self.dynamic and not grey_levels:
             return binarize(x.cpu(), torch.Generator().manual_seed(seed)).to(x.device)
         return x

@@ -53,6 +53,24 @@ def unit_variances(model, x: Tensor, generator: torch.Generator | None = None, c
     return [mu.double().var(0, unbiased=False) for mu in model.posterior_means(x, generator, **given)]
 
 
+def active_units(model, data, seed: int, points: int, grey_levels: bool, conditional: bool) -> dict:
+    """The active units on the first `points` training points, as eval.json records them: the
+    points' bits and the samples of the layers below the top from streams of their own seeded
+    `seed`, so that the count is the same whichever estimates ran before it (`iwae verify`
+    counts again with this function)."""
+    n = min(points, data.train.shape[0])
+    x = data.binarized("train", seed, grey_levels, rows=n)
+    condition = data.one_hot_labels("train")[:n].to(x.device) if conditional else None
+    variances = unit_variances(model, x, torch.Generator(device=x.device).manual_seed(seed), condition)
+    return {
+        "seed": seed,  # of the points' bits and of the samples of the layers below the top
+        "threshold": ACTIVE_THRESHOLD,
+        "points": n,
+        "per_layer": [int((v > ACTIVE_THRESHOLD).sum()) for v in variances],
+        "variances": [v.tolist() for v in variances],
+    }
+
+
 def _summary(ll: Tensor, per_point: bool = False) -> dict:
     """Mean, its standard error and, for paired comparisons between runs, every point's value."""
     n = ll.numel()
@@ -142,17 +160,7 @@ def evaluate(model_path: Path, data_path: Path, out: Path, cfg: EvalConfig | Non
         record["posterior"] = posterior_on_grids(model, backend, test_set, cfg, gen, chunk)
     if cfg.snis_samples:
         record["layers"] = latent_layers(model, test_set, data, cfg, gen)
-    # from streams of their own: the count is the same whichever estimates ran before it
-    rows = torch.arange(min(cfg.active_points, data.train.shape[0]), device=dev)
-    units_gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    variances = unit_variances(model, binary("train")[: cfg.active_points], units_gen, labels("train", rows))
-    record["active_units"] = {
-        "seed": cfg.seed,  # of the points' bits and of the samples of the layers below the top
-        "threshold": ACTIVE_THRESHOLD,
-        "points": min(cfg.active_points, data.train.shape[0]),
-        "per_layer": [int((v > ACTIVE_THRESHOLD).sum()) for v in variances],
-        "variances": [v.tolist() for v in variances],
-    }
+    record["active_units"] = active_units(model, data, cfg.seed, cfg.active_points, grey_levels, conditional)
     train_record_path = Path(model_path).parent / "train.json"
     record["training"] = _read_json(train_record_path) if train_record_path.exists() else {"config": state["config"]}
     record["evaluation"] = {

@@ -176,26 +176,21 @@ def _check_run(run: Path, outcome: Outcome, points: int, data_dir: Path, device:
         outcome.say(f"ok {line}")
     else:
         outcome.fail(line)
-    _check_units(run, record.get("active_units"), model, data, dev, grey, same, outcome)
+    _check_units(run, record.get("active_units"), model, data, grey, same, outcome)
 
 
-def _check_units(run: Path, units: dict | None, model, data, dev, grey: bool, same: bool, outcome: Outcome) -> None:
-    """The active units counted again, as evaluation counts them (`iwae.evaluation.evaluate`)."""
-    import torch
-
-    from iwae.evaluation.evaluate import unit_variances
+def _check_units(run: Path, units: dict | None, model, data, grey: bool, same: bool, outcome: Outcome) -> None:
+    """The active units counted again by evaluation's own count (`iwae.evaluation.evaluate`)."""
+    from iwae.evaluation.evaluate import active_units
 
     if not units:
         return
     if "seed" not in units:
         outcome.say(f"{run.name}: active units not recounted (counted before the count had streams of its own)")
         return
-    rows = torch.arange(units["points"], device=dev)
-    x = data.binarized("train", units["seed"], grey)[rows]
-    condition = data.one_hot_labels("train")[rows].to(dev) if getattr(model, "condition_dim", 0) else None
-    variances = unit_variances(model, x, torch.Generator(device=dev).manual_seed(units["seed"]), condition)
-    counts = [int((v > units["threshold"]).sum()) for v in variances]
-    worst = max(abs(a - b) for v, r in zip(variances, units["variances"]) for a, b in zip(v.tolist(), r))
+    again = active_units(model, data, units["seed"], units["points"], grey, getattr(model, "condition_dim", 0) > 0)
+    counts = again["per_layer"]
+    worst = max(abs(a - b) for v, r in zip(again["variances"], units["variances"]) for a, b in zip(v, r))
     tol = UNITS_TOL[same]
     line = (f"{run.name}: active units {'+'.join(map(str, counts))} on {units['points']} training points "
             f"(recorded {'+'.join(map(str, units['per_layer']))}), largest difference in a unit's variance "

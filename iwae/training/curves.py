@@ -53,7 +53,7 @@ class LearningCurve(Callback):
         self.due_steps = set(curve_steps(cfg.total_epochs * run.n_batches, cfg.batch_size, cfg.curve_per_decade))
         self.pauses = tuple(sorted(self.due_steps))
         # the run's training points (a prefix of its split) with the bits evaluation gives them
-        self.x_train = run.data.binarized(cfg.train_split, cfg.eval_seed, not run.binarize)[: run.x.shape[0]]
+        self.x_train = run.data.binarized(cfg.train_split, cfg.eval_seed, not run.binarize, rows=run.x.shape[0])
         self.x_test = run.data.binarized("test", cfg.eval_seed, not run.binarize)
         n = cfg.curve_ml_points
         self.ml_train = self.x_train[subset(self.x_train.shape[0], n).to(run.device)] if n else None
